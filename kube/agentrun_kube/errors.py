@@ -1,0 +1,78 @@
+"""Typed Kubernetes API errors: what is final, what is worth retrying."""
+
+from __future__ import annotations
+
+import json
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed."""
+
+    retryable = False
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class NotFound(KubeError):
+    pass
+
+
+class AlreadyExists(KubeError):
+    pass
+
+
+class Conflict(KubeError):
+    """A stale resourceVersion or a failed JSON-patch ``test``: re-read and decide again."""
+
+    retryable = True
+
+
+class Invalid(KubeError):
+    """422: the object breaks the CRD schema or a validation rule. Final."""
+
+
+class Gone(KubeError):
+    """410: a watch's resourceVersion expired; re-list."""
+
+    retryable = True
+
+
+class Unavailable(KubeError):
+    """429, 5xx or no connection: retry with backoff."""
+
+    retryable = True
+
+
+def from_api_exception(exc: ApiException) -> KubeError:
+    """Map a kubernetes_asyncio ApiException to a typed error."""
+    status = int(exc.status or 0)
+    reason = ""
+    message = str(exc.reason or "")
+    try:
+        body = json.loads(exc.body) if exc.body else {}
+        reason = str(body.get("reason", ""))
+        message = str(body.get("message", message))
+    except (TypeError, ValueError):
+        pass
+    if status == 404:
+        return NotFound(status, reason, message)
+    if status == 409 and reason == "AlreadyExists":
+        return AlreadyExists(status, reason, message)
+    if status == 409:
+        return Conflict(status, reason, message)
+    if status == 422 and "test operation" in message.lower():
+        # a failed JSON-patch test is reported as 422 by some servers
+        return Conflict(status, reason, message)
+    if status == 422:
+        return Invalid(status, reason, message)
+    if status == 410:
+        return Gone(status, reason, message)
+    if status == 0 or status == 429 or status >= 500:
+        return Unavailable(status, reason, message)
+    return KubeError(status, reason, message)
