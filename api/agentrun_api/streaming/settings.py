@@ -1,0 +1,63 @@
+"""Settings of the SSE stream (nested in the API's settings as ``stream``).
+
+Environment: ``AGENTRUN_API_STREAM__<FIELD>``, e.g. ``AGENTRUN_API_STREAM__HEARTBEAT_SECONDS=5``.
+Helm: ``api.stream.<camelCaseField>``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class StreamSettings(BaseModel):
+    """How ``GET /api/v1/runs/{job_id}/stream`` serves a run's transcript."""
+
+    heartbeat_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Send an SSE comment line (`: heartbeat`) after this many seconds with "
+        "nothing else sent. Also bounds how long a vanished client keeps its share of the "
+        "upstream watch.",
+    )
+    client_buffer_events: int = Field(
+        default=1000,
+        ge=1,
+        description="Events buffered per client. A client that falls this far behind the live "
+        "run is disconnected; it resumes with its last id (Last-Event-ID).",
+    )
+    upstream_idle_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a run's upstream subscription (the watch on its transcript) "
+        "lingers after its last client left, so a quick reconnect reuses it.",
+    )
+    drain_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="On shutdown, how long open streams get to flush what they already hold "
+        "before they are closed.",
+    )
+    retry_after_seconds: int = Field(
+        default=1,
+        ge=0,
+        description="Retry-After sent with the 503 that refuses a new stream during shutdown, "
+        "and the SSE `retry:` hint (milliseconds) sent at the start of a stream.",
+    )
+    watch_timeout_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="Server-side timeout of one transcript watch request; the watch is then "
+        "re-opened from the last resourceVersion.",
+    )
+    watch_retry_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Back-off before re-opening a transcript watch or re-listing after an "
+        "error (doubles up to 30 s while errors persist).",
+    )
+    status_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often an upstream re-reads its AgentRun's status.transcript while "
+        "no `complete` event has been seen, as a safety net beside the watch.",
+    )
