@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_dev_arguments(p)
     p.set_defaults(func=_cmd_dev)
 
-    p = sub.add_parser("crd", help="write the generated CRDs (default deploy/crds/agentrun.dev.yaml)")
+    p = sub.add_parser(
+        "crd", help="write the generated CRDs (default deploy/crds/agentrun.dev.yaml)"
+    )
     p.add_argument("path", nargs="?", help="output file, or - for stdout")
     p.set_defaults(func=_cmd_crd)
     return parser

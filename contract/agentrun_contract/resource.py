@@ -52,7 +52,7 @@ class _Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     """``status.phase``. The API shows it lowercased as ``status``."""
 
     QUEUED = "Queued"
@@ -82,7 +82,7 @@ class Phase(str, enum.Enum):
 TERMINAL_PHASES: Final = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     """The closed list of reasons, the same in status, stream and webhook."""
 
     TIMEOUT = "timeout"
@@ -100,7 +100,7 @@ class Reason(str, enum.Enum):
     INTERNAL = "internal"
 
 
-class WebhookState(str, enum.Enum):
+class WebhookState(enum.StrEnum):
     """``status.webhook.state``, shown in the WEBHOOK printer column."""
 
     PENDING = "pending"

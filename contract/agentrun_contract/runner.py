@@ -160,9 +160,7 @@ _RUNNER_EVENT: TypeAdapter[RunnerEvent] = TypeAdapter(RunnerEvent)
 
 def encode_event(event: RunnerEvent) -> str:
     """One line of JSON (no trailing newline). Non-ASCII is kept as UTF-8."""
-    return json.dumps(
-        event.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":")
-    )
+    return json.dumps(event.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
 
 
 def make_event(

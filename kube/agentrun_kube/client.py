@@ -18,5 +18,5 @@ async def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
         await config.load_kube_config(config_file=path, client_configuration=configuration)
     else:
         configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     return client.ApiClient(configuration=configuration)
