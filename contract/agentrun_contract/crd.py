@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from agentrun_contract import limits, names, resource
 
 CRD_FILE: Final = Path("deploy/crds/agentrun.dev.yaml")
+CHART_CRD_FILE: Final = Path("charts/agentrun/files/crds.yaml")
+"""The Helm chart's copy (a chart cannot read files outside its directory); kept identical."""
 
 _DROP_KEYS: Final = {"title", "discriminator"}
 
@@ -203,15 +205,19 @@ def render_crds_yaml() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the CRDs to the given path (default deploy/crds/agentrun.dev.yaml); '-' for stdout."""
+    """Write the CRDs to the given path, or '-' for stdout.
+
+    Without a path: deploy/crds/agentrun.dev.yaml and the Helm chart's identical copy.
+    """
     args = sys.argv[1:] if argv is None else argv
-    target = args[0] if args else str(CRD_FILE)
+    targets = [args[0]] if args else [str(CRD_FILE), str(CHART_CRD_FILE)]
     text = render_crds_yaml()
-    if target == "-":
-        sys.stdout.write(text)
-    else:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        Path(target).write_text(text)
+    for target in targets:
+        if target == "-":
+            sys.stdout.write(text)
+        else:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            Path(target).write_text(text)
     return 0
 
 
