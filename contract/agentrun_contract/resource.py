@@ -222,6 +222,11 @@ class WebhookDelivery(_Model):
     last_error: str | None = Field(default=None, max_length=limits.MESSAGE_MAX_CHARS)
     delivered_at: datetime | None = None
     next_attempt_at: datetime | None = None
+    first_attempt_at: datetime | None = Field(
+        default=None,
+        description="When this delivery's first attempt was made; the total retry time "
+        "counts from it.",
+    )
     redeliver_token: str | None = Field(
         default=None,
         description="The agentrun.dev/redeliver annotation value this delivery answers.",
