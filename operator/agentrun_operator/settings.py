@@ -11,20 +11,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from agentrun_contract import limits, runner
+from agentrun_webhooks.policy import WebhookPolicySettings
+from agentrun_webhooks.settings import WebhookDeliverySettings
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-try:
-    from agentrun_webhooks.policy import WebhookPolicySettings
-    from agentrun_webhooks.settings import WebhookDeliverySettings
-except ImportError:  # pragma: no cover - TEMPORARY until helper G's package lands
-
-    class WebhookPolicySettings(BaseModel):  # type: ignore[no-redef]
-        """Placeholder for agentrun_webhooks.policy.WebhookPolicySettings."""
-
-    class WebhookDeliverySettings(BaseModel):  # type: ignore[no-redef]
-        """Placeholder for agentrun_webhooks.settings.WebhookDeliverySettings."""
-
 
 ENV_PREFIX = "AGENTRUN_OPERATOR_"
 
