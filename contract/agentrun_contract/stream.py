@@ -25,6 +25,19 @@ LAST_EVENT_ID_QUERY: Final = "last_event_id"
 """Query parameter equivalent to the Last-Event-ID header, for browsers' EventSource."""
 
 
+_LINE_BREAKS_JSON_KEEPS: Final = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+"""Characters ``json.dumps(ensure_ascii=False)`` leaves raw but ``str.splitlines`` (and so httpx's
+``iter_lines``, which PraisonAI's stream client uses) treats as line breaks. Escaping them keeps
+one event on one line for every reader; the JSON decodes to the same string."""
+
+
+def _one_line_json(value: object, separators: tuple[str, str] = (",", ":")) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=separators)
+    for raw, escaped in _LINE_BREAKS_JSON_KEEPS.items():
+        text = text.replace(raw, escaped)
+    return text
+
+
 class StreamEvent(BaseModel):
     """One transcript entry. ``id`` is assigned by the operator and increases strictly per run.
 
@@ -43,15 +56,12 @@ class StreamEvent(BaseModel):
 
     def to_json_line(self) -> str:
         """The transcript storage form: one JSON line."""
-        return json.dumps(
-            {"id": self.id, "event": self.event, "data": self.data},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        return _one_line_json({"id": self.id, "event": self.event, "data": self.data})
 
     def to_sse(self) -> str:
         """The SSE frame, ending with the blank line."""
-        envelope = json.dumps({"event": self.event, "data": self.data}, ensure_ascii=False)
+        # The spacing of PraisonAI's documented examples: `{"event": "progress", "data": ...}`.
+        envelope = _one_line_json({"event": self.event, "data": self.data}, (", ", ": "))
         return f"id: {self.id}\nevent: {self.event}\ndata: {envelope}\n\n"
 
 
@@ -65,5 +75,6 @@ def encode_transcript(events: list[StreamEvent]) -> str:
 
 
 def decode_transcript(text: str) -> list[StreamEvent]:
-    """Inverse of :func:`encode_transcript`."""
-    return [StreamEvent.model_validate_json(line) for line in text.splitlines() if line.strip()]
+    """Inverse of :func:`encode_transcript`. Splits on ``\\n`` only: ``str.splitlines`` would also
+    split inside a payload holding U+2028 or U+0085 written by an older encoder."""
+    return [StreamEvent.model_validate_json(line) for line in text.split("\n") if line.strip()]
