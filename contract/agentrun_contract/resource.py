@@ -338,6 +338,16 @@ class AgentRunTranscriptSpec(_Model):
     events: str = Field(default="", description="JSON Lines of stream events.")
     sealed: bool = False
     gap: bool = False
+    runner_seq: int = Field(
+        default=-1,
+        description="The highest runner event seq folded in up to this chunk's last event, so "
+        "a restarted operator resumes the pod log without duplicates.",
+    )
+    log_timestamp: str | None = Field(
+        default=None,
+        description="The pod-log timestamp (RFC 3339, nanoseconds) of the last log line folded "
+        "in up to this chunk's last event.",
+    )
 
 
 class AgentRunTranscript(_Model):
