@@ -1,0 +1,202 @@
+"""The run cache: one list+watch of the namespace's AgentRuns per API process (an informer).
+
+It keeps a slim :class:`RunRecord` per run (no prompt, no YAML), current through a watch that
+resumes from the last resourceVersion, re-lists on 410 Gone and backs off on errors. It serves
+``GET /runs`` (filter, sort, page), ``queue_position`` and the backpressure count.
+
+Read-your-writes: the API upserts what its own writes return, and a miss falls back to a direct
+GET (in the routes), so a run just created is visible at once even before its watch event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from agentrun_contract.resource import Phase
+from agentrun_kube.errors import Gone, KubeError
+
+from agentrun_api.listing import queue_positions
+from agentrun_api.records import RunRecord, record_from_object
+from agentrun_api.runs_repository import RunsRepository
+
+log = logging.getLogger("agentrun.api.cache")
+
+LIST_PAGE_SIZE = 500
+MAX_BACKOFF_SECONDS = 30.0
+
+
+def _rv_newer(candidate: str, current: str) -> bool:
+    """Is ``candidate`` at least as new as ``current``? resourceVersions are opaque, but every
+    real apiserver (and the emulator) uses increasing integers; fall back to "take it"."""
+    try:
+        return int(candidate) >= int(current)
+    except ValueError:
+        return True
+
+
+class RunCache:
+    """Watch-backed cache of one namespace's runs. Start with :meth:`run` in a task."""
+
+    def __init__(
+        self,
+        repository: RunsRepository,
+        *,
+        watch_timeout_seconds: int = 300,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        self._repository = repository
+        self._watch_timeout = watch_timeout_seconds
+        self._retry = retry_seconds
+        self._records: dict[str, RunRecord] = {}
+        self._resource_version = ""
+        self._positions: dict[str, int] | None = None
+        self.synced = asyncio.Event()
+        self.last_contact: float | None = None
+        """time.monotonic() of the last successful list or watch read."""
+        self.relists = 0
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, name: str) -> RunRecord | None:
+        return self._records.get(name)
+
+    def records(self) -> Iterable[RunRecord]:
+        return self._records.values()
+
+    def queue_position(self, name: str) -> int | None:
+        if self._positions is None:
+            self._positions = queue_positions(self._records.values())
+        return self._positions.get(name)
+
+    def queued_count(self) -> int:
+        if self._positions is None:
+            self._positions = queue_positions(self._records.values())
+        return len(self._positions)
+
+    # ---- writes (the watch, and read-your-writes) -------------------------------------------
+
+    def upsert(self, obj: dict[str, Any]) -> RunRecord:
+        """Store what a write or a watch event returned, unless a newer version is held."""
+        record = record_from_object(obj)
+        held = self._records.get(record.name)
+        if (
+            held is None
+            or held.uid != record.uid
+            or _rv_newer(record.resource_version, held.resource_version)
+        ):
+            self._records[record.name] = record
+            self._positions = None
+            return record
+        return held
+
+    def remove(self, name: str, uid: str | None = None) -> None:
+        held = self._records.get(name)
+        if held is not None and (uid is None or held.uid == uid):
+            del self._records[name]
+            self._positions = None
+
+    def replace_all(self, objects: Iterable[dict[str, Any]], resource_version: str) -> None:
+        records = {}
+        for obj in objects:
+            record = record_from_object(obj)
+            records[record.name] = record
+        self._records = records
+        self._positions = None
+        self._resource_version = resource_version
+
+    # ---- the informer loop -------------------------------------------------------------------
+
+    async def list_all(self) -> None:
+        """Full re-list (paged); replaces the cache and sets the watch's resourceVersion."""
+        objects: list[dict[str, Any]] = []
+        cont: str | None = None
+        resource_version = ""
+        while True:
+            page = await self._repository.list_page(limit=LIST_PAGE_SIZE, cont=cont)
+            objects.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            resource_version = resource_version or str(meta.get("resourceVersion", ""))
+            cont = meta.get("continue") or None
+            if not cont:
+                resource_version = str(meta.get("resourceVersion", resource_version))
+                break
+        self.replace_all(objects, resource_version)
+        self.last_contact = time.monotonic()
+        self.relists += 1
+        self.synced.set()
+        log.info("run cache listed", extra={"runs": len(self._records)})
+
+    def _apply_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            code = obj.get("code")
+            if code == 410:
+                raise Gone(410, "Expired", str(obj.get("message", "watch expired")))
+            raise KubeError(int(code or 0), str(obj.get("reason", "")), str(obj.get("message")))
+        rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+        if kind in ("ADDED", "MODIFIED"):
+            self.upsert(obj)
+        elif kind == "DELETED":
+            meta = obj.get("metadata") or {}
+            self.remove(str(meta.get("name", "")), meta.get("uid"))
+        if rv:
+            self._resource_version = rv
+
+    async def _watch_once(self) -> None:
+        response = await self._repository.watch_response(
+            self._resource_version, self._watch_timeout
+        )
+        try:
+            buffer = b""
+            async for chunk in response.content.iter_any():
+                self.last_contact = time.monotonic()
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, _, buffer = buffer.partition(b"\n")
+                    if line.strip():
+                        self._apply_event(json.loads(line))
+            if buffer.strip():
+                self._apply_event(json.loads(buffer))
+        finally:
+            response.release()
+
+    async def run(self) -> None:
+        """List, then watch forever; re-list on 410 or after errors (with back-off)."""
+        backoff = self._retry
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self.list_all()
+                    need_list = False
+                await self._watch_once()
+                backoff = self._retry
+            except asyncio.CancelledError:
+                raise
+            except Gone:
+                log.info("run cache watch expired; re-listing")
+                need_list = True
+            except Exception as exc:  # any failure: back off, then re-list to be safe
+                log.warning("run cache error; retrying", extra={"error": repr(exc)})
+                need_list = True
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF_SECONDS, backoff * 2)
+
+    async def wait_synced(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.synced.wait(), seconds)
+        return self.synced.is_set()
+
+
+def count_queued(records: Iterable[RunRecord]) -> int:
+    return sum(1 for r in records if not r.deleting and r.effective_phase is Phase.QUEUED)

@@ -1,0 +1,213 @@
+"""AgentRun create / get / cancel / delete, and the run's result, through the Kubernetes API.
+
+The API creates AgentRuns and sets ``spec.cancelRequested``; it never writes status
+(shared/CONTRACT.md, "Who writes what"). Errors are agentrun_kube's typed errors.
+
+Cancel is an atomic JSON patch: a ``test`` that the run is still where we read it, then
+``add /spec/cancelRequested``. While the run has a phase, the test is on ``/status/phase`` (the
+operator may move it; a non-terminal phase is all that matters). A run whose status is still
+empty has no ``/status/phase`` to test, so the test is on ``/metadata/resourceVersion``: nothing
+changed since the read. A failed test is a Conflict (the real apiserver answers 422 "test
+operation failed"; agentrun_kube maps it to Conflict): re-read and decide again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agentrun_contract import names
+from agentrun_contract.resource import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    RESULT_PLURAL,
+    VERSION,
+    AgentRunSpec,
+)
+from agentrun_kube.errors import Conflict, KubeError, NotFound, from_api_exception
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from agentrun_api.records import RunRecord, record_from_object
+from agentrun_api.submission import SubmitRequest
+
+log = logging.getLogger("agentrun.api.runs")
+
+CANCEL_ATTEMPTS = 5
+
+
+class AlreadyFinished(Exception):
+    """Cancel of a run that has already ended."""
+
+    def __init__(self, record: RunRecord) -> None:
+        super().__init__(f"run {record.name} already finished")
+        self.record = record
+
+
+def build_agentrun(
+    name: str, request: SubmitRequest, fingerprint: str, submitted_by: str
+) -> dict[str, Any]:
+    """The AgentRun object to create for a validated request."""
+    spec = AgentRunSpec(
+        prompt=request.prompt,
+        agent_file=request.agent_file,
+        agent_yaml=request.agent_yaml,
+        framework=request.framework,
+        timeout_seconds=request.timeout,
+        webhook_url=request.webhook_url,
+        session_id=request.session_id,
+    )
+    labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
+    if request.session_id is not None:
+        labels[names.LABEL_SESSION] = names.session_label_value(request.session_id)
+    annotations = {
+        names.ANNOTATION_FINGERPRINT: fingerprint,
+        names.ANNOTATION_SUBMITTED_BY: submitted_by,
+    }
+    if request.idempotency_key is not None:
+        annotations[names.ANNOTATION_IDEMPOTENCY_KEY] = request.idempotency_key
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": spec.to_k8s(),
+    }
+
+
+def cancel_patch(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The atomic JSON patch that requests cancel of ``obj`` as read (see module docstring)."""
+    status = obj.get("status") or {}
+    phase = status.get("phase")
+    if phase:
+        guard = {"op": "test", "path": "/status/phase", "value": phase}
+    else:
+        guard = {
+            "op": "test",
+            "path": "/metadata/resourceVersion",
+            "value": obj["metadata"]["resourceVersion"],
+        }
+    return [guard, {"op": "add", "path": "/spec/cancelRequested", "value": True}]
+
+
+class RunsRepository:
+    """AgentRuns of one namespace."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.namespace = namespace
+        self._api = client.CustomObjectsApi(api_client)
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create; raises AlreadyExists when the name (the key's run) exists."""
+        try:
+            created: dict[str, Any] = await self._api.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body
+            )
+        except ApiException as exc:
+            raise from_api_exception(exc) from exc
+        return created
+
+    async def get(self, name: str) -> dict[str, Any]:
+        """The AgentRun as stored; raises NotFound."""
+        try:
+            obj: dict[str, Any] = await self._api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            raise from_api_exception(exc) from exc
+        return obj
+
+    async def cancel(self, name: str) -> dict[str, Any]:
+        """Set spec.cancelRequested while the run is not terminal; returns the patched object.
+
+        Raises NotFound, or AlreadyFinished (the caller answers 409). A cancel of a run already
+        cancel-requested is a no-op that succeeds (idempotent).
+        """
+        for _ in range(CANCEL_ATTEMPTS):
+            obj = await self.get(name)
+            record = record_from_object(obj)
+            if record.stored_phase.is_terminal:
+                raise AlreadyFinished(record)
+            if record.cancel_requested:
+                return obj
+            try:
+                patched: dict[str, Any] = await self._api.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    name,
+                    cancel_patch(obj),  # a list body is sent as application/json-patch+json
+                )
+            except ApiException as exc:
+                error = from_api_exception(exc)
+                if isinstance(error, Conflict):
+                    log.debug("cancel guard failed; re-reading", extra={"run": name})
+                    continue
+                raise error from exc
+            return patched
+        raise Conflict(409, "Conflict", f"run {name} kept changing while being cancelled")
+
+    async def delete(self, name: str) -> None:
+        """Delete the run; its Job, pod, input, transcript and result go with it (owner refs,
+        background cascade). Raises NotFound."""
+        try:
+            await self._api.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                name,
+                body=client.V1DeleteOptions(propagation_policy="Background"),
+            )
+        except ApiException as exc:
+            raise from_api_exception(exc) from exc
+
+    async def get_result(self, name: str) -> str | None:
+        """The full result from the run's AgentRunResult, or None if there is none."""
+        try:
+            obj = await self._api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, RESULT_PLURAL, names.result_name(name)
+            )
+        except ApiException as exc:
+            error: KubeError = from_api_exception(exc)
+            if isinstance(error, NotFound):
+                return None
+            raise error from exc
+        result = (obj.get("spec") or {}).get("result")
+        return result if isinstance(result, str) else None
+
+    async def list_page(
+        self, *, resource_version: str | None = None, limit: int = 500, cont: str | None = None
+    ) -> dict[str, Any]:
+        """One page of the namespace's AgentRuns (the run cache lists through this)."""
+        kwargs: dict[str, Any] = {"limit": limit}
+        if cont:
+            kwargs["_continue"] = cont
+        if resource_version is not None:
+            kwargs["resource_version"] = resource_version
+        try:
+            page: dict[str, Any] = await self._api.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, **kwargs
+            )
+        except ApiException as exc:
+            raise from_api_exception(exc) from exc
+        return page
+
+    async def watch_response(self, resource_version: str, timeout_seconds: int) -> Any:
+        """An open watch (raw aiohttp response, JSON lines) from ``resource_version``."""
+        try:
+            return await self._api.list_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                watch=True,
+                resource_version=resource_version,
+                timeout_seconds=timeout_seconds,
+                allow_watch_bookmarks=True,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            raise from_api_exception(exc) from exc

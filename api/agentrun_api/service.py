@@ -1,0 +1,280 @@
+"""What each route does, over the repository, the run cache and the auth settings.
+
+Routes (app.py) stay a few lines: they read the request and call one method here. Every refusal
+is a :class:`SubmissionError` (status code + a sentence a person can act on).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from agentrun_contract import names
+from agentrun_contract.resource import Phase
+from agentrun_kube.errors import AlreadyExists, NotFound
+from agentrun_webhooks.policy import Resolver, WebhookURLRefused, check_webhook_url
+
+from agentrun_api.auth import Authenticator
+from agentrun_api.fingerprint import request_fingerprint
+from agentrun_api.listing import parse_list_query, select_page
+from agentrun_api.metrics import APIMetrics
+from agentrun_api.records import RunRecord, record_from_object
+from agentrun_api.run_cache import RunCache
+from agentrun_api.runs_repository import AlreadyFinished, RunsRepository, build_agentrun
+from agentrun_api.schemas import RunListView, RunResultView, RunStatusView, SubmitAccepted
+from agentrun_api.settings import APISettings
+from agentrun_api.status_view import (
+    RETRY_AFTER_QUEUED,
+    accepted_view,
+    result_view,
+    run_links,
+    status_view,
+)
+from agentrun_api.submission import (
+    SubmissionError,
+    SubmitRequest,
+    decode_json_object,
+    parse_submission,
+)
+
+log = logging.getLogger("agentrun.api")
+
+CREATE_ATTEMPTS = 3
+
+
+def not_found(job_id: str) -> SubmissionError:
+    return SubmissionError(
+        404, f"No run {job_id!r} in this namespace; check the job_id (it may have been deleted)."
+    )
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of POST /runs: a new run (202) or a replay (200)."""
+
+    replayed: bool
+    accepted: SubmitAccepted | None
+    status: RunStatusView | None
+    poll_url: str
+    retry_after: int
+
+
+class RunService:
+    def __init__(
+        self,
+        settings: APISettings,
+        repository: RunsRepository,
+        cache: RunCache,
+        auth: Authenticator,
+        metrics: APIMetrics,
+        webhook_resolver: Resolver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.cache = cache
+        self.auth = auth
+        self.metrics = metrics
+        self.webhook_resolver = webhook_resolver
+
+    # ---- views ------------------------------------------------------------------------------
+
+    def base_url(self, request_base_url: str) -> str:
+        return (self.settings.public_base_url or request_base_url).rstrip("/")
+
+    def view(self, record: RunRecord, base_url: str) -> RunStatusView:
+        links = run_links(base_url, record.job_id, self.auth.read_token_for(record.job_id))
+        return status_view(record, links, self.cache.queue_position(record.name))
+
+    async def _record(self, job_id: str) -> RunRecord:
+        """The run, from the cache, else (read-your-writes) from a direct GET."""
+        name = names.run_name_for_job_id(job_id)
+        record = self.cache.get(name)
+        if record is not None and not record.deleting:
+            return record
+        try:
+            obj = await self.repository.get(name)
+        except NotFound:
+            raise not_found(job_id) from None
+        record = record_from_object(obj)
+        if record.deleting:
+            raise not_found(job_id)
+        return record
+
+    # ---- POST /runs ------------------------------------------------------------------------
+
+    async def parse(self, body: bytes, header_key: str | None) -> SubmitRequest:
+        request = parse_submission(
+            decode_json_object(body),
+            header_key=header_key,
+            frameworks=self.settings.frameworks,
+            timeout_max=self.settings.timeout_max_seconds,
+        )
+        if request.webhook_url is not None:
+            try:
+                await check_webhook_url(
+                    request.webhook_url,
+                    self.settings.webhook_policy,
+                    resolver=self.webhook_resolver,
+                    at_submit=True,
+                )
+            except WebhookURLRefused as exc:
+                raise SubmissionError(422, exc.message) from exc
+        return request
+
+    async def _replay(
+        self, name: str, fingerprint: str, request: SubmitRequest, base_url: str
+    ) -> Submitted | None:
+        """The replay answer for an existing run, 409 for a different request, None if gone."""
+        try:
+            obj = await self.repository.get(name)
+        except NotFound:
+            return None
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(names.ANNOTATION_FINGERPRINT) != fingerprint:
+            raise SubmissionError(
+                409,
+                f"Idempotency-Key {request.idempotency_key!r} was already used with a different "
+                "request; use a new key, or resend exactly the original request.",
+            )
+        record = self.cache.upsert(obj)
+        view = self.view(record, base_url)
+        self.metrics.runs_replayed.inc()
+        return Submitted(
+            replayed=True,
+            accepted=None,
+            status=view,
+            poll_url=view.poll_url,
+            retry_after=view.retry_after or RETRY_AFTER_QUEUED,
+        )
+
+    def _admission_full(self) -> bool:
+        limit = self.settings.max_queued_runs
+        return limit > 0 and self.cache.queued_count() >= limit
+
+    async def submit(
+        self, body: bytes, header_key: str | None, submitted_by: str, request_base_url: str
+    ) -> Submitted:
+        request = await self.parse(body, header_key)
+        fingerprint = request_fingerprint(request)
+        base_url = self.base_url(request_base_url)
+        name = names.run_name_for_key(self.settings.namespace, request.idempotency_key)
+        if self._admission_full():
+            # A replay of an existing key is answered even when admission is full.
+            if request.idempotency_key is not None:
+                replay = await self._replay(name, fingerprint, request, base_url)
+                if replay is not None:
+                    return replay
+            raise SubmissionError(
+                503,
+                f"Too many queued runs ({self.settings.max_queued_runs} or more); retry after "
+                f"{self.settings.backpressure_retry_after_seconds} seconds.",
+            )
+        for _ in range(CREATE_ATTEMPTS):
+            body_obj = build_agentrun(name, request, fingerprint, submitted_by)
+            try:
+                created: dict[str, Any] = await self.repository.create(body_obj)
+            except AlreadyExists:
+                if request.idempotency_key is None:
+                    # a random name collided (never in practice): draw another
+                    name = names.run_name_for_key(self.settings.namespace, None)
+                    continue
+                replay = await self._replay(name, fingerprint, request, base_url)
+                if replay is not None:
+                    return replay
+                continue  # deleted between the create and the read: create again
+            record = self.cache.upsert(created)
+            self.metrics.runs_created.inc()
+            log.info(
+                "run created",
+                extra={"run": record.name, "submitted_by": submitted_by},
+            )
+            links = run_links(base_url, record.job_id, self.auth.read_token_for(record.job_id))
+            return Submitted(
+                replayed=False,
+                accepted=accepted_view(record, links),
+                status=None,
+                poll_url=links.poll_url,
+                retry_after=RETRY_AFTER_QUEUED,
+            )
+        raise SubmissionError(
+            503, "The run could not be created because it kept changing; retry the request."
+        )
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    async def status(self, job_id: str, request_base_url: str) -> RunStatusView:
+        return self.view(await self._record(job_id), self.base_url(request_base_url))
+
+    def list(
+        self,
+        status: str | None,
+        session_id: str | None,
+        page: int | None,
+        page_size: int | None,
+        request_base_url: str,
+    ) -> RunListView:
+        query = parse_list_query(status, session_id, page, page_size)
+        chosen = select_page(self.cache.records(), query)
+        base_url = self.base_url(request_base_url)
+        return RunListView(
+            jobs=[self.view(r, base_url) for r in chosen.records],
+            total=chosen.total,
+            page=query.page,
+            page_size=query.page_size,
+        )
+
+    async def result(self, job_id: str) -> RunResultView:
+        # The result is read fresh: the cache may trail the operator's final write.
+        name = names.run_name_for_job_id(job_id)
+        try:
+            record = record_from_object(await self.repository.get(name))
+        except NotFound:
+            raise not_found(job_id) from None
+        if not record.is_finished:
+            raise SubmissionError(
+                409,
+                f"Run {job_id} is still {record.effective_phase.api_status}; its result is "
+                f"available once it finishes (poll GET /api/v1/runs/{job_id}).",
+            )
+        result: str | None = None
+        if record.effective_phase is not Phase.CANCELLED:
+            result = await self.repository.get_result(name)
+        return result_view(record, result)
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str, request_base_url: str) -> RunStatusView:
+        name = names.run_name_for_job_id(job_id)
+        try:
+            obj = await self.repository.cancel(name)
+        except NotFound:
+            raise not_found(job_id) from None
+        except AlreadyFinished as exc:
+            raise SubmissionError(
+                409,
+                f"Run {job_id} already finished as {exc.record.effective_phase.api_status}; "
+                "there is nothing to cancel.",
+            ) from exc
+        record = self.cache.upsert(obj)
+        log.info("run cancel requested", extra={"run": name})
+        return self.view(record, self.base_url(request_base_url))
+
+    async def delete(self, job_id: str) -> None:
+        name = names.run_name_for_job_id(job_id)
+        try:
+            record = record_from_object(await self.repository.get(name))
+        except NotFound:
+            raise not_found(job_id) from None
+        if not record.is_finished:
+            raise SubmissionError(
+                409,
+                f"Run {job_id} is still {record.effective_phase.api_status}; cancel it first "
+                f"(POST /api/v1/runs/{job_id}/cancel), then delete it.",
+            )
+        try:
+            await self.repository.delete(name)
+        except NotFound:
+            raise not_found(job_id) from None
+        self.cache.remove(name, record.uid)
+        log.info("run deleted", extra={"run": name})
