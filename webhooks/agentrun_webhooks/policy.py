@@ -370,6 +370,8 @@ async def check_webhook_url(
     if not host:
         raise _refuse(url, "it has no host", "give an absolute http(s) URL")
     port = parsed.port if parsed.port is not None else DEFAULT_PORTS[scheme]
+    if not 1 <= port <= 65535:
+        raise _refuse(url, f"it is not a valid URL (port {port})", "give a port from 1 to 65535")
     target = parsed.raw_path.decode("ascii") or "/"
 
     def checked(addresses: Sequence[str], *, resolved: bool, is_ip: bool) -> CheckedTarget:

@@ -49,7 +49,8 @@ def _signer(secret: str, where: str) -> Webhook:
     raw = secret.strip()
     body = raw[len(SECRET_PREFIX) :] if raw.startswith(SECRET_PREFIX) else raw
     try:
-        base64.b64decode(body + "==", validate=True)
+        unpadded = body.rstrip("=")
+        base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
         return Webhook(raw)
     except Exception as exc:  # binascii.Error, EmptyWebhookSecretError, RuntimeError
         raise InvalidSigningSecret(
