@@ -94,14 +94,15 @@ async def test_ids_strictly_increase_and_events_map() -> None:
     assert events[5].data["message"] == "not json at all"
     # the forged line is kept verbatim as a log message, never folded as an event
     assert '"nonce":"wrong"' in events[6].data["message"]
-    assert folder.progress is not None and folder.progress.percentage == 50
+    assert folder.progress is not None
+    assert folder.progress.percentage == 50
     assert folder.result() == "hello world\nbye"
     assert writer.state().runner_seq == 6
 
 
 async def test_resume_after_restart_has_no_duplicates_or_loss() -> None:
     store = MemoryStore()
-    lines = runner_log(30) + [f"{stamp(31)} raw tail line"]
+    lines = [*runner_log(30), f"{stamp(31)} raw tail line"]
     writer = TranscriptWriter("run-abc", store, chunk_bytes=1024, cap_bytes=1 << 20)
     folder = LogFolder(writer, run_id=RUN_ID, nonce=NONCE)
     for line in lines[:12]:
@@ -165,7 +166,8 @@ async def test_cap_keeps_head_and_tail_with_gap_event() -> None:
     assert gap_event.data["dropped_bytes"] == writer.state().dropped_bytes
     # the gap's id is the last dropped id: the next kept event follows it
     after = [e for e in events if e.id > gap_event.id]
-    assert after and after[0].id == gap_event.id + 1
+    assert after
+    assert after[0].id == gap_event.id + 1
 
 
 async def test_status_events_are_not_repeated_after_resume() -> None:
