@@ -1,0 +1,608 @@
+"""The HTTP face of the emulated apiserver (aiohttp.web over 127.0.0.1).
+
+Routing is done here by hand (CRDs add resources at run time): ``/api/v1/...`` and
+``/apis/{group}/{version}/...`` followed by ``[namespaces/{ns}/]{plural}[/{name}[/{sub}]]``.
+Handlers stay thin: the semantics live in :mod:`.state`, schema handling in :mod:`.schema`,
+tables in :mod:`.printing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from . import errors, printing
+from .errors import APIError
+from .limits import MAX_REQUEST_BODY_BYTES
+from .logs import EmptyLogProvider, LogRequest, PodLogProvider
+from .patching import PatchError, json_patch, merge_patch, strategic_merge_patch
+from .resources import ResourceType
+from .schema import admit_object
+from .selectors import parse_field_selector, parse_label_selector
+from .state import ClusterState, DeleteOptions
+
+log = logging.getLogger("agentrun_devcluster.apiserver")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Without timeoutSeconds the real server ends a watch after a random 30-60 minutes.
+DEFAULT_WATCH_TIMEOUT_SECONDS = 1800
+KUBE_VERSION = {
+    "major": "1",
+    "minor": "36",
+    "gitVersion": "v1.36.0-agentrun-emulated",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.25.0",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
+def _json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _error_response(error: APIError) -> web.Response:
+    return _json_response(error.status(), error.code)
+
+
+class _Target:
+    """A parsed resource path."""
+
+    def __init__(self, rt: ResourceType, namespace: str | None, name: str | None, sub: str | None):
+        self.rt = rt
+        self.namespace = namespace
+        self.name = name
+        self.sub = sub
+
+
+class EmulatedAPIServer:
+    """An in-memory Kubernetes API server over real HTTP (see the package docstring)."""
+
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, watch_window: int = 10_000
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.state = ClusterState(watch_window=watch_window)
+        self.state.admit = admit_object
+        self._log_provider: PodLogProvider = EmptyLogProvider()
+        self._extra_routes: list[tuple[str, str, Handler]] = []
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+        self._streams: set[asyncio.Task[Any]] = set()
+        self._stopping: asyncio.Event | None = None  # created on start (needs a loop)
+
+    # -- public interface ----------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            raise RuntimeError("EmulatedAPIServer is not started")
+        return self._base_url
+
+    def set_pod_log_provider(self, provider: PodLogProvider) -> None:
+        self._log_provider = provider
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        """Add an extra route (e.g. ``/_emulator/faults``); call before :meth:`start`."""
+        if self._runner is not None:
+            raise RuntimeError("add_route must be called before start()")
+        self._extra_routes.append((method, path, handler))
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES * 2)
+        for method, path, handler in self._extra_routes:
+            app.router.add_route(method, path, handler)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._stopping = asyncio.Event()
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1]
+        self._base_url = f"http://{self.host}:{self.port}"
+        log.info("emulated apiserver listening url=%s", self._base_url)
+        return self._base_url
+
+    async def stop(self) -> None:
+        if self._runner is None:
+            return
+        if self._stopping is not None:
+            self._stopping.set()
+        self.state.stop_watchers()
+        for task in list(self._streams):
+            task.cancel()
+        await self._runner.cleanup()
+        self._runner = None
+
+    def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
+        """Write a kubeconfig for this server (plain http, a dummy bearer token)."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "agentrun-dev", "cluster": {"server": self.base_url}}],
+            "users": [{"name": "agentrun-dev", "user": {"token": "agentrun-dev-token"}}],
+            "contexts": [
+                {
+                    "name": "agentrun-dev",
+                    "context": {
+                        "cluster": "agentrun-dev",
+                        "user": "agentrun-dev",
+                        "namespace": namespace,
+                    },
+                }
+            ],
+            "current-context": "agentrun-dev",
+            "preferences": {},
+        }
+        target.write_text(yaml.safe_dump(config, sort_keys=False))
+        return target
+
+    async def apply_crds_from_file(self, path: str | Path) -> None:
+        """Install (create or replace) every CRD document in a YAML file."""
+        crd_rt = self.state.resolve("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        text = await asyncio.to_thread(Path(path).read_text)
+        for doc in yaml.safe_load_all(text):
+            if not doc or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            name = doc["metadata"]["name"]
+            try:
+                existing = self.state.get_object(crd_rt, None, name)
+            except APIError:
+                self.state.create(crd_rt, None, doc)
+            else:
+                doc = dict(doc)
+                doc["metadata"] = dict(
+                    doc["metadata"], resourceVersion=existing["metadata"]["resourceVersion"]
+                )
+                self.state.update(crd_rt, None, name, doc)
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._route(request)
+        except APIError as exc:
+            return _error_response(exc)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a bug in the emulator: answer 500 like a real server would
+            log.exception("emulated apiserver internal error path=%s", request.path)
+            return _error_response(
+                APIError(500, "InternalError", f"Internal error occurred: {exc}")
+            )
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        parts = [p for p in request.path.split("/") if p]
+        if not parts:
+            return _json_response({"paths": ["/api", "/api/v1", "/apis", "/version"]})
+        if parts == ["version"]:
+            return _json_response(KUBE_VERSION)
+        if parts[0] in ("healthz", "livez", "readyz"):
+            return web.Response(text="ok")
+        if parts[0] == "api":
+            if len(parts) == 1:
+                return _json_response(
+                    {
+                        "kind": "APIVersions",
+                        "versions": ["v1"],
+                        "serverAddressByClientCIDRs": [
+                            {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.host}:{self.port}"}
+                        ],
+                    }
+                )
+            group, version, rest = "", parts[1], parts[2:]
+        elif parts[0] == "apis":
+            if len(parts) == 1:
+                return _json_response(self.state.registry.api_group_list())
+            if len(parts) == 2:
+                if not self.state.registry.has_group(parts[1]):
+                    raise errors.page_not_found()
+                return _json_response(self.state.registry.api_group(parts[1]))
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise errors.page_not_found()
+        if not self.state.registry.has_group_version(group, version):
+            raise errors.page_not_found()
+        if not rest:
+            if request.method != "GET":
+                raise errors.method_not_allowed()
+            return _json_response(self.state.registry.resource_list(group, version))
+        target = self._parse_target(group, version, rest)
+        return await self._serve(request, target)
+
+    def _parse_target(self, group: str, version: str, rest: list[str]) -> _Target:
+        state = self.state
+        namespace: str | None = None
+        if (
+            rest[0] == "namespaces"
+            and group == ""
+            and (len(rest) == 2 or (len(rest) == 3 and rest[2] in ("status", "finalize")))
+        ):
+            rt = state.resolve(group, version, "namespaces")
+            return _Target(rt, None, rest[1], rest[2] if len(rest) == 3 else None)
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            namespace, rest = rest[1], rest[2:]
+        if len(rest) > 3:
+            raise errors.page_not_found()
+        rt = state.resolve(group, version, rest[0])
+        if namespace is not None and not rt.namespaced:
+            raise errors.page_not_found()
+        name = rest[1] if len(rest) >= 2 else None
+        sub = rest[2] if len(rest) == 3 else None
+        if sub is not None and not ((sub == "status" and rt.has_status) or sub in rt.subresources):
+            raise errors.page_not_found()
+        if rt.namespaced and name is not None and namespace is None:
+            raise errors.page_not_found()
+        return _Target(rt, namespace, name, sub)
+
+    async def _serve(self, request: web.Request, t: _Target) -> web.StreamResponse:
+        method = request.method
+        q = request.query
+        if t.sub == "log":
+            if method != "GET":
+                raise errors.method_not_allowed()
+            return await self._serve_log(request, t)
+        if t.name is None:
+            if method == "GET":
+                if q.get("watch", "").lower() in ("true", "1"):
+                    return await self._serve_watch(request, t)
+                return self._serve_list(request, t)
+            if method == "POST":
+                if t.rt.namespaced and t.namespace is None:
+                    raise errors.method_not_allowed()
+                body = await self._read_body(request)
+                obj = self.state.create(t.rt, t.namespace, body)
+                return _json_response(obj, 201)
+            if method == "DELETE":
+                return await self._delete_collection(request, t)
+            raise errors.method_not_allowed()
+        if method == "GET":
+            obj = self.state.get_object(t.rt, t.namespace, t.name)
+            if printing.wants_table(request.headers.get("Accept", "")):
+                return _json_response(printing.table(t.rt, [obj], self.state.rv))
+            return _json_response(obj)
+        if method == "PUT":
+            body = await self._read_body(request)
+            obj = self.state.update(t.rt, t.namespace, t.name, body, subresource=t.sub)
+            return _json_response(obj)
+        if method == "PATCH":
+            return await self._patch(request, t)
+        if method == "DELETE":
+            if t.sub is not None:
+                raise errors.method_not_allowed()
+            options = await self._delete_options(request)
+            obj, gone = self.state.delete(t.rt, t.namespace, t.name, options)
+            if gone and t.rt.key != ("", "pods"):
+                meta = obj["metadata"]
+                return _json_response(
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {
+                            "name": meta["name"],
+                            "group": t.rt.group,
+                            "kind": t.rt.plural,
+                            "uid": meta["uid"],
+                        },
+                    }
+                )
+            # Not deleted yet (finalizers, graceful pod deletion): 202, as the real handler does.
+            return _json_response(obj, 200 if gone else 202)
+        raise errors.method_not_allowed()
+
+    # -- bodies --------------------------------------------------------------------------
+
+    async def _read_body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        if len(raw) > MAX_REQUEST_BODY_BYTES:
+            raise APIError(
+                413,
+                "RequestEntityTooLarge",
+                f"Request entity too large: limit is {MAX_REQUEST_BODY_BYTES}",
+            )
+        if not raw:
+            raise errors.bad_request("the body of the request was empty")
+        ctype = request.content_type
+        try:
+            if ctype in ("application/yaml", "application/apply-patch+yaml"):
+                return yaml.safe_load(raw)
+            return json.loads(raw)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise errors.bad_request(
+                f"the body of the request could not be decoded: {exc}"
+            ) from None
+
+    async def _patch(self, request: web.Request, t: _Target) -> web.StreamResponse:
+        assert t.name is not None
+        ctype = request.content_type
+        body = await self._read_body(request)
+        current = self.state.get_object(t.rt, t.namespace, t.name)
+        try:
+            if ctype == "application/merge-patch+json":
+                if not isinstance(body, dict):
+                    raise PatchError("merge patch must be a JSON object")
+                patched = merge_patch(current, body)
+            elif ctype == "application/json-patch+json":
+                if not isinstance(body, list):
+                    # What the real server answers (jsonpatch.DecodePatch fails -> BadRequest).
+                    # kubernetes_asyncio sends a dict body to CustomObjectsApi.patch_* with this
+                    # content type unless given _content_type="application/merge-patch+json".
+                    raise errors.bad_request(
+                        f"json: cannot unmarshal {type(body).__name__.replace('dict', 'object')} "
+                        "into Go value of type jsonpatch.Patch"
+                    )
+                patched = json_patch(current, body)
+            elif ctype == "application/strategic-merge-patch+json":
+                if t.rt.custom:
+                    raise APIError(
+                        415,
+                        "UnsupportedMediaType",
+                        "strategic merge patch is not supported for custom resources: "
+                        "use application/merge-patch+json or application/json-patch+json",
+                    )
+                if not isinstance(body, dict):
+                    raise PatchError("strategic merge patch must be a JSON object")
+                patched = strategic_merge_patch(current, body)
+            elif ctype == "application/apply-patch+yaml":
+                if not isinstance(body, dict):
+                    raise PatchError("apply patch must be an object")
+                patched = merge_patch(current, body)
+            else:
+                raise APIError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format - accepted media types "
+                    f"include: application/json-patch+json, application/merge-patch+json, "
+                    f"application/apply-patch+yaml (got {ctype})",
+                )
+        except PatchError as exc:
+            raise APIError(
+                422,
+                "Invalid",
+                f"the server rejected our request due to an error in our request: {exc}",
+            ) from None
+        if not isinstance(patched, dict):
+            raise APIError(
+                422, "Invalid", "the server rejected our request due to an error in our request"
+            )
+        patched_meta = patched.get("metadata") or {}
+        sent_rv = None
+        if ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+            sent_rv = (
+                (body.get("metadata") or {}) if isinstance(body.get("metadata"), dict) else {}
+            ).get("resourceVersion")
+        else:
+            sent_rv = patched_meta.get("resourceVersion")
+        if sent_rv is not None and str(sent_rv) != current["metadata"]["resourceVersion"]:
+            raise errors.conflict(t.rt.group, t.rt.plural, t.name)
+        patched.setdefault("metadata", {})["resourceVersion"] = current["metadata"][
+            "resourceVersion"
+        ]
+        obj = self.state.update(
+            t.rt, t.namespace, t.name, patched, subresource=t.sub, require_rv=False
+        )
+        return _json_response(obj)
+
+    async def _delete_options(self, request: web.Request) -> DeleteOptions:
+        q = request.query
+        body: dict[str, Any] = {}
+        if request.can_read_body:
+            raw = await request.read()
+            if raw.strip():
+                try:
+                    parsed = json.loads(raw)
+                except ValueError:
+                    raise errors.bad_request(
+                        "the DeleteOptions body could not be decoded"
+                    ) from None
+                if isinstance(parsed, dict):
+                    body = parsed
+        policy = q.get("propagationPolicy") or body.get("propagationPolicy")
+        if policy is None:
+            orphan = q.get("orphanDependents", body.get("orphanDependents"))
+            if orphan is not None:
+                policy = "Orphan" if str(orphan).lower() in ("true", "1") else "Background"
+        grace_raw = q.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
+        grace: int | None = None
+        if grace_raw is not None and grace_raw != "":
+            try:
+                grace = int(grace_raw)
+            except (TypeError, ValueError):
+                raise errors.bad_request(f"invalid gracePeriodSeconds: {grace_raw!r}") from None
+        preconditions = body.get("preconditions") or {}
+        return DeleteOptions(
+            propagation_policy=policy,
+            grace_period_seconds=grace,
+            precondition_uid=preconditions.get("uid"),
+            precondition_rv=preconditions.get("resourceVersion"),
+        )
+
+    # -- list / watch --------------------------------------------------------------------
+
+    def _predicates(
+        self, request: web.Request, rt: ResourceType
+    ) -> Callable[[dict[str, Any]], bool]:
+        labels = parse_label_selector(request.query.get("labelSelector"))
+        fields = parse_field_selector(request.query.get("fieldSelector"), rt.plural, rt.kind)
+        return lambda obj: labels(obj) and fields(obj)
+
+    def _serve_list(self, request: web.Request, t: _Target) -> web.Response:
+        q = request.query
+        limit_raw = q.get("limit")
+        limit = None
+        if limit_raw:
+            try:
+                limit = int(limit_raw)
+            except ValueError:
+                raise errors.bad_request(f"invalid limit: {limit_raw!r}") from None
+        result = self.state.list_objects(
+            t.rt,
+            t.namespace,
+            self._predicates(request, t.rt),
+            limit=limit if limit and limit > 0 else None,
+            continue_token=q.get("continue") or None,
+        )
+        if printing.wants_table(request.headers.get("Accept", "")):
+            table = printing.table(t.rt, result["items"], self.state.rv)
+            table["metadata"] = result["metadata"]
+            return _json_response(table)
+        return _json_response(result)
+
+    async def _serve_watch(self, request: web.Request, t: _Target) -> web.StreamResponse:
+        q = request.query
+        predicate = self._predicates(request, t.rt)
+        timeout_raw = q.get("timeoutSeconds")
+        try:
+            timeout = float(timeout_raw) if timeout_raw else DEFAULT_WATCH_TIMEOUT_SECONDS
+        except ValueError:
+            raise errors.bad_request(f"invalid timeoutSeconds: {timeout_raw!r}") from None
+        bookmarks = q.get("allowWatchBookmarks", "").lower() in ("true", "1")
+        response = web.StreamResponse(status=200)
+        response.content_type = "application/json"
+        response.enable_chunked_encoding()
+        try:
+            watcher, initial = self.state.open_watch(
+                t.rt, t.namespace, predicate, q.get("resourceVersion")
+            )
+        except APIError as exc:
+            if exc.code != 410:
+                raise
+            # The real server answers 200 and then one ERROR event carrying the 410 Status.
+            await response.prepare(request)
+            await response.write(_line({"type": "ERROR", "object": exc.status()}))
+            await response.write_eof()
+            return response
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
+        try:
+            await response.prepare(request)
+            for event_type, obj in initial:
+                await response.write(_line({"type": event_type, "object": obj}))
+            if bookmarks and q.get("sendInitialEvents", "").lower() == "true":
+                await response.write(_line(self._bookmark(t.rt, initial_done=True)))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(watcher.queue.get(), timeout=remaining)
+                except TimeoutError:
+                    break
+                if item is None:
+                    break
+                event_type, obj = item
+                await response.write(_line({"type": event_type, "object": obj}))
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.state.close_watch(t.rt, watcher)
+            if task is not None:
+                self._streams.discard(task)
+        return response
+
+    def _bookmark(self, rt: ResourceType, *, initial_done: bool = False) -> dict[str, Any]:
+        meta: dict[str, Any] = {"resourceVersion": str(self.state.rv)}
+        if initial_done:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return {
+            "type": "BOOKMARK",
+            "object": {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta},
+        }
+
+    async def _delete_collection(self, request: web.Request, t: _Target) -> web.Response:
+        options = await self._delete_options(request)
+        result = self.state.list_objects(t.rt, t.namespace, self._predicates(request, t.rt))
+        deleted = []
+        for obj in result["items"]:
+            meta = obj["metadata"]
+            with contextlib.suppress(APIError):
+                final, _ = self.state.delete(
+                    t.rt, meta.get("namespace") or None, meta["name"], options
+                )
+                deleted.append(final)
+        return _json_response(
+            {
+                "kind": t.rt.list_kind,
+                "apiVersion": t.rt.api_version,
+                "metadata": {"resourceVersion": str(self.state.rv)},
+                "items": deleted,
+            }
+        )
+
+    # -- logs ----------------------------------------------------------------------------
+
+    async def _serve_log(self, request: web.Request, t: _Target) -> web.StreamResponse:
+        assert t.name is not None
+        assert t.namespace is not None
+        pod = self.state.get_object(t.rt, t.namespace, t.name)
+        params = LogRequest(dict(request.query), pod)
+        response = web.StreamResponse(status=200)
+        response.content_type = "text/plain"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
+        sent = 0
+        stream = self._log_provider.read_log(
+            t.namespace,
+            t.name,
+            params.container,
+            follow=params.follow,
+            since_time=params.since,
+            tail_lines=params.tail_lines,
+            timestamps=params.timestamps,
+        )
+        try:
+            async for chunk in stream:
+                if params.limit_bytes is not None:
+                    chunk = chunk[: max(0, params.limit_bytes - sent)]
+                if chunk:
+                    await response.write(chunk)
+                    sent += len(chunk)
+                if params.limit_bytes is not None and sent >= params.limit_bytes:
+                    break
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+            if task is not None:
+                self._streams.discard(task)
+        return response
+
+
+def _line(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
