@@ -1,18 +1,125 @@
-"""``GET /api/v1/runs/{job_id}/stream``: the thin Litestar route over the stream hub."""
+"""``GET /api/v1/runs/{job_id}/stream``: a thin Litestar route over the per-process stream hub.
+
+Answers, in order: 401 (no API token and no valid read token, via the API's
+``require_run_reader`` guard), 400 (a cursor that is not a whole number), 503 + Retry-After
+(this process is shutting down, or the Kubernetes API cannot be read), 404 (no such run), 204 (the
+cursor is at or past the stored `complete` event: EventSource stops), else 200
+text/event-stream. Every status is decided before the first SSE byte.
+"""
 
 from __future__ import annotations
 
-from litestar import Controller, get
+from typing import Any, Final
+
+from litestar import Controller, Request, Response, get
 from litestar.exceptions import HTTPException
+from litestar.openapi import ResponseSpec
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from agentrun_api.auth import require_run_reader
+from agentrun_api.schemas import ErrorBody
+from agentrun_api.streaming.hub import RunNotFound, ShuttingDown, StreamHub
+from agentrun_api.streaming.lifespan import STATE_KEY
+from agentrun_api.streaming.resume import InvalidLastEventId, resume_cursor
+
+SSE_MEDIA_TYPE: Final = "text/event-stream"
+SSE_HEADERS: Final = {
+    # Proxies must neither cache nor buffer an event stream.
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def _error(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorBody, description=description)
 
 
 class StreamController(Controller):
-    """The run's transcript as text/event-stream. The path is absolute: mount at top level."""
+    """The run's transcript as Server-Sent Events. The path is absolute: mount at top level."""
 
     path = "/api/v1/runs"
     tags = ["runs"]
 
-    @get("/{job_id:str}/stream", media_type="text/event-stream", sync_to_thread=False)
-    def stream(self, job_id: str) -> None:
-        """Skeleton: replaced by the real stream in the next commit."""
-        raise HTTPException(status_code=503, detail="streaming is not wired yet")
+    @get(
+        "/{job_id:str}/stream",
+        guards=[require_run_reader],
+        summary="Stream a run's events (SSE), resumable",
+        description=(
+            "text/event-stream in PraisonAI's format plus SSE ids: per event `id: N`, "
+            '`event: <status|progress|log|complete>`, `data: {"event": ..., "data": {...}}`; '
+            "after `complete`, `data: [DONE]` and the stream closes. Heartbeat comments "
+            "(`: heartbeat`) when idle. Resume with the `Last-Event-ID` header or the "
+            "`last_event_id` query parameter: every later event exactly once, on any replica, "
+            "during or after the run."
+        ),
+        media_type=SSE_MEDIA_TYPE,
+        responses={
+            204: ResponseSpec(
+                data_container=None,
+                description="The cursor is at or past the run's `complete` event: nothing "
+                "more will come (EventSource stops reconnecting).",
+            ),
+            400: _error("The cursor is not a whole number."),
+            401: _error("No valid API token or read token."),
+            404: _error("No such run."),
+            503: _error(
+                "This replica is shutting down or cannot reach Kubernetes; retry (Retry-After)."
+            ),
+        },
+    )
+    async def stream(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: str = Parameter(description="The run's job_id."),
+        last_event_id: str | None = Parameter(
+            query="last_event_id",
+            required=False,
+            description="Resume after this event id (for EventSource, which cannot set "
+            "headers). The Last-Event-ID header wins when both are sent.",
+        ),
+        last_event_id_header: str | None = Parameter(
+            header="Last-Event-ID",
+            required=False,
+            description="Resume after this event id.",
+        ),
+        token: str | None = Parameter(
+            query="token",
+            required=False,
+            description="The run's signed read token (from stream_url), when no API token is sent.",
+        ),
+    ) -> Response[Any]:
+        try:
+            cursor = resume_cursor(last_event_id_header, last_event_id)
+        except InvalidLastEventId as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        hub: StreamHub | None = request.app.state.get(STATE_KEY)
+        if hub is None:
+            raise ShuttingDownHTTP(1)
+        try:
+            client = await hub.open(job_id, cursor)
+        except ShuttingDown:
+            raise ShuttingDownHTTP(hub.settings.retry_after_seconds) from None
+        except RunNotFound:
+            raise HTTPException(
+                status_code=404,
+                detail=f"No run {job_id!r}: check the job_id returned by POST /api/v1/runs "
+                "(GET /api/v1/runs lists them).",
+            ) from None
+        if client is None:
+            return Response(content=None, status_code=204)
+        return Stream(client.frames(), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+
+
+class ShuttingDownHTTP(HTTPException):
+    """503 for a new stream while this replica drains: reconnect (another replica answers)."""
+
+    status_code = 503
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            status_code=503,
+            detail="This API replica is shutting down; reconnect (with your Last-Event-ID) "
+            "and another replica will continue the stream.",
+            headers={"Retry-After": str(retry_after)},
+        )

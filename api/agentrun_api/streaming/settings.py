@@ -29,7 +29,8 @@ class StreamSettings(BaseModel):
         default=5.0,
         ge=0,
         description="How long a run's upstream subscription (the watch on its transcript) "
-        "lingers after its last client left, so a quick reconnect reuses it.",
+        "lingers after its last client left, so a quick reconnect reuses it. Capped at "
+        "heartbeat_seconds: a departed client's share is released by the next heartbeat.",
     )
     drain_seconds: float = Field(
         default=5.0,
@@ -60,4 +61,16 @@ class StreamSettings(BaseModel):
         gt=0,
         description="How often an upstream re-reads its AgentRun's status.transcript while "
         "no `complete` event has been seen, as a safety net beside the watch.",
+    )
+    request_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Timeout of one Kubernetes read (the run, the chunk list) and of opening a "
+        "watch; a stream that cannot read its run in time is answered 503.",
+    )
+    watch_connection_pool_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Connections the stream's own Kubernetes client may open: one per watched "
+        "run, kept apart from the API's client so streams cannot starve its other calls.",
     )

@@ -1,0 +1,430 @@
+"""The per-process fan-out hub: one upstream subscription per run, shared by all its clients.
+
+- :class:`StreamHub` maps run names to :class:`RunUpstream` and refuses new streams once the
+  process is shutting down.
+- :class:`RunUpstream` reads the run's chunks once, then (unless the run's `complete` event is
+  already stored) follows a watch on them, re-listing on 410, and checks the AgentRun now and
+  then so a deleted run ends its streams. It is released when its last client has been gone
+  for ``min(upstream_idle_seconds, heartbeat_seconds)``.
+- :class:`StreamClient` is one open stream: the stored events after its cursor (the backlog,
+  shared frames), then live events through a bounded buffer. A client whose buffer is full is
+  ended after sending what it holds, so its last id stands and a reconnect resumes exactly.
+
+Everything that changes the transcript view and hands events to clients runs without an await
+in between, so a client registered at any moment gets every later event exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Final
+
+from agentrun_contract import names
+from agentrun_contract.stream import HEARTBEAT, done_frame
+from agentrun_kube.errors import Gone, KubeError
+
+from agentrun_api.streaming.metrics import StreamMetrics
+from agentrun_api.streaming.settings import StreamSettings
+from agentrun_api.streaming.source import TranscriptSource, WatchEvent
+from agentrun_api.streaming.transcript import Frame, TranscriptView
+
+log = logging.getLogger("agentrun.api.stream")
+
+BATCH_FRAMES: Final = 64
+"""Frames joined into one write: fewer sends for a long backlog, still small writes."""
+MAX_BACKOFF_SECONDS: Final = 30.0
+_NAME_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class RunNotFound(LookupError):
+    """No AgentRun answers to this job id (404)."""
+
+
+class ShuttingDown(RuntimeError):
+    """The process is draining; the client should reconnect to another replica (503)."""
+
+
+class StreamClient:
+    """One open stream. Iterate :meth:`frames` exactly once."""
+
+    def __init__(
+        self,
+        upstream: RunUpstream,
+        cursor: int,
+        backlog: list[Frame],
+        *,
+        buffer_events: int,
+        heartbeat_seconds: float,
+    ) -> None:
+        self._upstream = upstream
+        self.initial_cursor = cursor
+        self.opened_at = time.monotonic()
+        self.started = False
+        self.cursor = cursor
+        """The id of the last event sent (or the resume cursor before any is sent)."""
+        self._floor = max([cursor, *(f.id for f in backlog[-1:])])
+        self._backlog: deque[Frame] = deque(backlog)
+        self._live: deque[Frame] = deque()
+        self._limit = buffer_events
+        self._heartbeat = heartbeat_seconds
+        self._wake = asyncio.Event()
+        self.end_reason: str | None = None
+        self.done = False
+
+    def push(self, frames: list[Frame]) -> None:
+        """Hand new events (ids above everything handed before) to this client."""
+        if self.end_reason is not None:
+            return
+        fresh = [f for f in frames if f.id > self._floor]
+        if not fresh:
+            return
+        if len(self._live) + len(fresh) > self._limit:
+            # Keep what is buffered (it continues the client's cursor without a hole), send it,
+            # then end: the client resumes from its last id.
+            self.end("overflow")
+            return
+        self._live.extend(fresh)
+        self._floor = fresh[-1].id
+        self._wake.set()
+
+    def end(self, reason: str) -> None:
+        """End the stream after what is buffered has been sent (no [DONE])."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        self._wake.set()
+
+    def _take_batch(self) -> list[Frame]:
+        source = self._backlog if self._backlog else self._live
+        batch: list[Frame] = []
+        while source and len(batch) < BATCH_FRAMES:
+            batch.append(source.popleft())
+        return batch
+
+    async def frames(self) -> AsyncIterator[str]:
+        """The SSE text: events after the cursor, heartbeats when idle, and after `complete`
+        the [DONE] sentinel. Releases the client's share of the upstream when it ends, is
+        cancelled (the client went away) or is closed."""
+        self.started = True
+        try:
+            while True:
+                batch = self._take_batch()
+                if batch:
+                    self.cursor = batch[-1].id
+                    text = "".join(f.text for f in batch)
+                    if batch[-1].is_complete:
+                        self.done = True
+                        yield text + done_frame()
+                        return
+                    yield text
+                    continue
+                if self.end_reason is not None:
+                    return
+                self._wake.clear()
+                try:
+                    async with asyncio.timeout(self._heartbeat):
+                        await self._wake.wait()
+                except TimeoutError:
+                    yield HEARTBEAT
+        finally:
+            self._upstream.unsubscribe(self)
+
+
+class RunUpstream:
+    """The one subscription to a run's transcript in this process."""
+
+    def __init__(self, hub: StreamHub, run_name: str) -> None:
+        self._hub = hub
+        self.run_name = run_name
+        self.view = TranscriptView()
+        self.clients: set[StreamClient] = set()
+        self.started: asyncio.Task[None] | None = None
+        self.uid = ""
+        self.ended = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._release: asyncio.Task[None] | None = None
+        self._rv = ""
+
+    @property
+    def _settings(self) -> StreamSettings:
+        return self._hub.settings
+
+    async def start(self) -> None:
+        """Read the run and its chunks; follow them unless `complete` is already stored."""
+        snapshot = await self._hub.source.get_run(self.run_name)
+        if snapshot is None:
+            raise RunNotFound(self.run_name)
+        self.uid = snapshot.uid
+        await self._relist()
+        if not self.view.is_complete:
+            self._tasks = [
+                asyncio.create_task(self._follow(), name=f"stream-watch-{self.run_name}"),
+                asyncio.create_task(self._check_run(), name=f"stream-check-{self.run_name}"),
+            ]
+
+    # -- clients --
+
+    def subscribe(self, cursor: int) -> StreamClient:
+        client = StreamClient(
+            self,
+            cursor,
+            self.view.after(cursor),
+            buffer_events=self._settings.client_buffer_events,
+            heartbeat_seconds=self._settings.heartbeat_seconds,
+        )
+        if self.ended:
+            client.end("run_gone")
+        self.clients.add(client)
+        self._hub.metrics.clients.inc()
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        return client
+
+    def unsubscribe(self, client: StreamClient) -> None:
+        if client not in self.clients:
+            return
+        self.clients.discard(client)
+        self._hub.metrics.clients.dec()
+        if client.end_reason is not None and not client.done:
+            self._hub.metrics.disconnects.labels(client.end_reason).inc()
+        self.release_if_idle()
+        self._hub.client_left()
+
+    def release_if_idle(self) -> None:
+        """Schedule the release of this upstream if no client uses it."""
+        if self.clients or self._release is not None or self.ended:
+            return
+        linger = min(self._settings.upstream_idle_seconds, self._settings.heartbeat_seconds)
+        self._release = asyncio.create_task(self._release_later(linger))
+
+    async def _release_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._release = None
+        if not self.clients:
+            await self._hub.drop(self)
+
+    def sweep(self, unstarted_after: float) -> None:
+        """Forget clients whose stream never started (the response failed before its first
+        byte, so the stream's own cleanup never runs), then release if idle."""
+        now = time.monotonic()
+        for client in list(self.clients):
+            if not client.started and now - client.opened_at > unstarted_after:
+                client.end("never_started")
+                self.unsubscribe(client)
+        self.release_if_idle()
+
+    # -- upstream --
+
+    def _announce(self) -> None:
+        new = self.view.take_new()
+        if new:
+            for client in list(self.clients):
+                client.push(new)
+        complete_id = self.view.complete_id
+        if complete_id is not None:
+            # A client that resumed beyond the `complete` event gets nothing more: end it so
+            # its reconnect is answered 204.
+            for client in list(self.clients):
+                if client.initial_cursor >= complete_id:
+                    client.end("complete")
+
+    async def _relist(self) -> None:
+        items, rv = await self._hub.source.list_chunks(self.run_name)
+        self.view.replace_all(items)
+        self._rv = rv
+        self._announce()
+
+    def _apply(self, event: WatchEvent) -> None:
+        if event.type in ("ADDED", "MODIFIED"):
+            self.view.upsert(event.object)
+        elif event.type == "DELETED":
+            self.view.remove(event.object)
+        self._announce()
+
+    async def _follow(self) -> None:
+        backoff = self._settings.watch_retry_seconds
+        need_list = False
+        while not self.view.is_complete:
+            opened = time.monotonic()
+            received = False
+            try:
+                if need_list:
+                    await self._relist()
+                    need_list = False
+                    continue
+                self._hub.metrics.watches_opened.inc()
+                async for event in self._hub.source.watch_chunks(self.run_name, self._rv):
+                    received = True
+                    if event.type != "BOOKMARK":
+                        self._apply(event)
+                    self._rv = event.resource_version or self._rv
+                    if self.view.is_complete:
+                        break
+                if received or time.monotonic() - opened > 1.0:
+                    backoff = self._settings.watch_retry_seconds
+                    continue
+                # an empty watch that ended at once: do not spin
+                await asyncio.sleep(backoff)
+            except Gone:
+                log.info("transcript watch expired; re-listing", extra={"run": self.run_name})
+                need_list = True
+            except KubeError as exc:
+                log.warning(
+                    "transcript watch failed; retrying",
+                    extra={"run": self.run_name, "status": exc.status, "error": exc.message},
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        self._stop_checking()
+
+    async def _check_run(self) -> None:
+        """Safety net beside the watch: a deleted (or re-created) run ends its streams, and a
+        `complete` the status reports but the watch has not delivered triggers a re-list."""
+        while not self.view.is_complete:
+            await asyncio.sleep(self._settings.status_poll_seconds)
+            try:
+                snapshot = await self._hub.source.get_run(self.run_name)
+                if snapshot is None or snapshot.uid != self.uid:
+                    log.info("run gone; ending its streams", extra={"run": self.run_name})
+                    await self._hub.drop(self, reason="run_gone")
+                    return
+                if (
+                    snapshot.transcript_complete
+                    and snapshot.transcript_last_event_id > self.view.high_water
+                ):
+                    await self._relist()
+            except KubeError as exc:
+                log.warning("run check failed", extra={"run": self.run_name, "status": exc.status})
+
+    def _stop_checking(self) -> None:
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+
+    async def stop(self, reason: str) -> None:
+        """End every client (after what they hold) and stop reading."""
+        self.ended = True
+        for client in list(self.clients):
+            client.end(reason)
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        if self._release is not None and self._release is not current:
+            tasks.append(self._release)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+
+class StreamHub:
+    """Per-process: at most one :class:`RunUpstream` per run, shared by its clients."""
+
+    def __init__(
+        self,
+        source: TranscriptSource,
+        settings: StreamSettings,
+        metrics: StreamMetrics | None = None,
+    ) -> None:
+        self.source = source
+        self.settings = settings
+        self.metrics = metrics or StreamMetrics()
+        self._upstreams: dict[str, RunUpstream] = {}
+        self.closing = False
+        self._drained = asyncio.Event()
+
+    def client_left(self) -> None:
+        if self.closing and not self.open_clients():
+            self._drained.set()
+
+    @property
+    def upstream_count(self) -> int:
+        return len(self._upstreams)
+
+    def upstream(self, run_name: str) -> RunUpstream | None:
+        return self._upstreams.get(run_name)
+
+    async def open(self, job_id: str, cursor: int) -> StreamClient | None:
+        """A stream of ``job_id`` after ``cursor``; None when the cursor is at or past the
+        stored `complete` event (answer 204). Raises :class:`RunNotFound`,
+        :class:`ShuttingDown`, or :class:`KubeError` when the run cannot be read."""
+        if self.closing:
+            raise ShuttingDown
+        run_name = names.run_name_for_job_id(job_id)
+        if not _NAME_RE.match(run_name):
+            raise RunNotFound(job_id)
+        upstream = self._upstreams.get(run_name)
+        if upstream is None:
+            upstream = RunUpstream(self, run_name)
+            upstream.started = asyncio.create_task(upstream.start())
+            self._upstreams[run_name] = upstream
+            self.metrics.upstreams.set(len(self._upstreams))
+        started = upstream.started
+        assert started is not None
+        try:
+            await asyncio.shield(started)
+        except asyncio.CancelledError:
+            # This caller went away while the upstream was starting; others may still use it.
+            started.add_done_callback(lambda _: upstream.release_if_idle())
+            raise
+        except BaseException:
+            if self._upstreams.get(run_name) is upstream:
+                await self.drop(upstream)
+            raise
+        if self.closing:
+            raise ShuttingDown
+        complete_id = upstream.view.complete_id
+        if complete_id is not None and cursor >= complete_id:
+            upstream.release_if_idle()
+            return None
+        return upstream.subscribe(cursor)
+
+    async def drop(self, upstream: RunUpstream, reason: str = "released") -> None:
+        if self._upstreams.get(upstream.run_name) is upstream:
+            del self._upstreams[upstream.run_name]
+            self.metrics.upstreams.set(len(self._upstreams))
+        await upstream.stop(reason)
+
+    def begin_shutdown(self) -> None:
+        """Refuse new streams and end open ones after what each holds: every client's last
+        id stands, so it resumes on another replica."""
+        self.closing = True
+        for upstream in list(self._upstreams.values()):
+            for client in list(upstream.clients):
+                client.end("shutdown")
+
+    async def sweep_forever(self) -> None:
+        """Every heartbeat: forget streams that never started and release idle upstreams, so
+        nothing outlives its clients by more than a heartbeat or two."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            for upstream in list(self._upstreams.values()):
+                if upstream.started is not None and upstream.started.done():
+                    upstream.sweep(unstarted_after=self.settings.heartbeat_seconds)
+
+    def open_clients(self) -> int:
+        return sum(len(u.clients) for u in self._upstreams.values())
+
+    async def close(self, drain_seconds: float) -> None:
+        """Shut down: end streams, give them ``drain_seconds`` to finish, stop every upstream."""
+        self.begin_shutdown()
+        if self.open_clients():
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_seconds):
+                    await self._drained.wait()
+        for upstream in list(self._upstreams.values()):
+            await self.drop(upstream, reason="shutdown")
+
+
+async def watch_shutdown(event: asyncio.Event, on_shutdown: Callable[[], None]) -> None:
+    """Call ``on_shutdown`` once ``event`` is set (D's ``app.state.shutting_down``)."""
+    await event.wait()
+    on_shutdown()
