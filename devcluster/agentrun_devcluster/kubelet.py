@@ -766,6 +766,7 @@ class PodWorker:
         self.status: Obj = dict(pod.get("status") or {})
         self.pod_dir = self.settings.state_dir / "pods" / self.uid
         self._task: asyncio.Task[None] | None = None
+        self._readers: list[asyncio.Task[None]] = []
         self._oom = False
 
     def start(self) -> None:
@@ -790,10 +791,20 @@ class PodWorker:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
     async def cancel(self) -> None:
+        """Stop the worker; its process (group) is killed and reaped."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        self.kill_now()
+        if self.process is not None:
+            with contextlib.suppress(TimeoutError, ProcessLookupError):
+                await asyncio.wait_for(self.process.wait(), 5)
+        for reader in self._readers:
+            reader.cancel()
+        for reader in self._readers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
 
     # status -----------------------------------------------------------------------------
 
@@ -956,7 +967,7 @@ class PodWorker:
             return
         started = datetime.now(UTC)
         clog.started = True
-        readers = [
+        readers = self._readers = [
             asyncio.create_task(self._pump(self.process.stdout, clog)),
             asyncio.create_task(self._pump(self.process.stderr, clog)),
         ]
@@ -1072,6 +1083,8 @@ class PodWorker:
                     await self._evict()
         finally:
             delete_task.cancel()
+            if not wait_task.done():
+                wait_task.cancel()
 
     async def _evict(self) -> None:
         """What the eviction API does: DisruptionTarget, then a graceful delete."""
