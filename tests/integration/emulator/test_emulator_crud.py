@@ -9,10 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from agentrun_devcluster.testing import ClusterThread
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
-
-from agentrun_devcluster.testing import ClusterThread
 
 GROUP, VERSION, PLURAL = "agentrun.dev", "v1alpha1", "agentruns"
 MERGE = "application/merge-patch+json"
