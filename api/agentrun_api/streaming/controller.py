@@ -9,12 +9,13 @@ text/event-stream. Every status is decided before the first SSE byte.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
+from agentrun_contract.stream import LAST_EVENT_ID_QUERY
 from litestar import Controller, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter, QueryParameter
 from litestar.response import Stream
 
 from agentrun_api.auth import require_run_reader
@@ -72,22 +73,30 @@ class StreamController(Controller):
         self,
         request: Request[Any, Any, Any],
         job_id: str = Parameter(description="The run's job_id."),
-        last_event_id: str | None = Parameter(
-            query="last_event_id",
-            required=False,
-            description="Resume after this event id (for EventSource, which cannot set "
-            "headers). The Last-Event-ID header wins when both are sent.",
-        ),
-        last_event_id_header: str | None = Parameter(
-            header="Last-Event-ID",
-            required=False,
-            description="Resume after this event id.",
-        ),
-        token: str | None = Parameter(
-            query="token",
-            required=False,
-            description="The run's signed read token (from stream_url), when no API token is sent.",
-        ),
+        last_event_id: Annotated[
+            str | None,
+            QueryParameter(
+                name=LAST_EVENT_ID_QUERY,
+                required=False,
+                description="Resume after this event id (for EventSource, which cannot set "
+                "headers). The Last-Event-ID header wins when both are sent.",
+            ),
+        ] = None,
+        last_event_id_header: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Last-Event-ID", required=False, description="Resume after this event id."
+            ),
+        ] = None,
+        token: Annotated[
+            str | None,
+            QueryParameter(
+                name="token",
+                required=False,
+                description="The run's signed read token (from stream_url), when no API token "
+                "is sent.",
+            ),
+        ] = None,
     ) -> Response[Any]:
         try:
             cursor = resume_cursor(last_event_id_header, last_event_id)
