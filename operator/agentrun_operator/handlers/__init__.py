@@ -1,0 +1,71 @@
+"""kopf handlers (thin): watch events only wake the per-run tasks of
+:mod:`agentrun_operator.reconciler`, which hold the logic.
+
+Only ``on.event`` handlers: they keep no handler progress and need no finalizer (deleting an
+AgentRun cascades to its Job, pod, Secret, transcript and result through ownerReferences). kopf's
+own bookkeeping, for handlers that do keep some (helper G's webhook handlers), is stored in
+``status.kopf`` (see :func:`configure`), never in annotations.
+
+The handlers read the shared :class:`~agentrun_operator.reconciler.RunContext` from kopf's
+``memo`` (``memo.ctx``), set by :func:`agentrun_operator.main.run_operator`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from agentrun_contract import names
+from agentrun_contract.resource import GROUP, PLURAL, VERSION
+
+from agentrun_operator.reconciler import RunContext
+
+RUN_SELECTOR = {names.LABEL_RUN: kopf.PRESENT}
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    """kopf settings: bookkeeping in status (large specs never hit the annotation limit; the
+    CRD preserves status.kopf), sensible watch timeouts, no kopf-logged Events below WARNING."""
+    ours = memo["settings"]
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    settings.persistence.finalizer = names.FINALIZER
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = ours.watch_server_timeout_seconds
+    settings.watching.client_timeout = ours.watch_server_timeout_seconds + 30
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The kubeconfig ($KUBECONFIG) when given, else the in-cluster service account."""
+    info: kopf.ConnectionInfo | None = kopf.login_with_kubeconfig(**kwargs)
+    if info is None:
+        info = kopf.login_with_service_account(**kwargs)
+    return info
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def agentrun_event(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    ctx: RunContext = memo["ctx"]
+    ctx.observe_run(dict(body), deleted=type == "DELETED")
+
+
+@kopf.on.event("batch/v1", "jobs", labels=RUN_SELECTOR)
+async def job_event(
+    *, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
+) -> None:
+    ctx: RunContext = memo["ctx"]
+    ctx.observe_owned(namespace or "default", labels[names.LABEL_RUN], job_event=True)
+
+
+@kopf.on.event("v1", "pods", labels=RUN_SELECTOR)
+async def pod_event(
+    *, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
+) -> None:
+    ctx: RunContext = memo["ctx"]
+    ctx.observe_owned(namespace or "default", labels[names.LABEL_RUN], job_event=False)

@@ -1,0 +1,642 @@
+"""Per-run reconciliation: one asyncio task follows one non-terminal AgentRun to its end.
+
+Why a task per run (not kopf's change handlers, nor kopf daemons):
+
+- A run is a long-lived process to follow (admission, Job, pod, log tail, transcript flushes,
+  deadlines), which maps naturally onto one coroutine; its state (transcript position, folded
+  result) lives in that coroutine and is rebuilt from the API on a restart.
+- kopf daemons would add a finalizer to every AgentRun; ours are driven from kopf *event*
+  handlers (see :mod:`agentrun_operator.handlers`), which need none: ownerReferences cascade.
+- Watches of Jobs, Pods and AgentRuns only *wake* the task; the task then reads the current Job
+  and Pods with two live calls, so a decision never rests on a stale cache (a restarted operator
+  must not mistake a not-yet-listed Job for a deleted one).
+
+Terminal transitions are written with the run's resourceVersion as a precondition, after a
+fresh read: if ``spec.cancelRequested`` was set meanwhile, the run ends Cancelled instead, so an
+accepted cancel is never overtaken. The transcript's ``complete`` event follows the terminal
+status; a restart between the two finds the status terminal and the transcript incomplete, and
+only appends the missing ``complete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from agentrun_contract import names, runner
+from agentrun_contract.resource import AgentRun, Phase, Reason, TranscriptState
+from agentrun_kube.errors import Conflict, KubeError, NotFound
+
+from agentrun_operator import metrics
+from agentrun_operator.job_manifest import (
+    build_input_secret,
+    build_job_manifest,
+    new_nonce,
+    nonce_from_job,
+)
+from agentrun_operator.kube_io import Kube, KubeChunkStore
+from agentrun_operator.run_status import StatusDecision, map_run_status, parse_time
+from agentrun_operator.settings import OperatorSettings
+from agentrun_operator.transcript import (
+    LogFolder,
+    TranscriptWriter,
+    complete_payload,
+    result_excerpt,
+)
+
+log = logging.getLogger("agentrun.operator")
+
+Obj = dict[str, Any]
+RunKey = tuple[str, str]
+
+JOB_FINISHED_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
+RUNNER_REASONS = {
+    Reason.AGENT_ERROR,
+    Reason.BAD_INPUT,
+    Reason.MISSING_CREDENTIALS,
+    Reason.INTERNAL,
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def check_install_limits(run: AgentRun, settings: OperatorSettings) -> str | None:
+    """The message for a run that breaks a limit this install configures, else None."""
+    if run.spec.framework not in settings.frameworks:
+        allowed = ", ".join(settings.frameworks)
+        return f"framework {run.spec.framework!r} is not allowed here; use one of: {allowed}"
+    if run.spec.timeout_seconds > settings.timeout_max_seconds:
+        return (
+            f"timeoutSeconds {run.spec.timeout_seconds} exceeds this install's maximum of "
+            f"{settings.timeout_max_seconds}; ask for at most {settings.timeout_max_seconds}"
+        )
+    return None
+
+
+def job_is_finished(job: Obj) -> bool:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in JOB_FINISHED_CONDITIONS and cond.get("status") == "True":
+            return True
+    return bool((job.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def is_active(body: Obj) -> bool:
+    """Does this AgentRun need a task: non-terminal, or terminal with its transcript unfinished."""
+    status = body.get("status") or {}
+    phase = status.get("phase")
+    if phase not in {p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)}:
+        return True
+    return not bool((status.get("transcript") or {}).get("complete"))
+
+
+def admission_key(body: Obj) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+
+
+class Admission:
+    """Per-namespace concurrency limit: at most ``limit`` unfinished Jobs, FIFO by creation."""
+
+    def __init__(self, namespace: str, limit: int, kube: Kube, wake: Callable[[str], None]):
+        self.namespace = namespace
+        self.limit = limit
+        self.kube = kube
+        self.wake = wake
+        self.waiting: dict[str, tuple[str, str]] = {}
+        self.granted: set[str] = set()
+        self.lock = asyncio.Lock()
+
+    def enqueue(self, name: str, key: tuple[str, str]) -> None:
+        self.waiting[name] = key
+        metrics.QUEUE_DEPTH.labels(self.namespace).set(len(self.waiting))
+
+    def leave(self, name: str) -> None:
+        self.waiting.pop(name, None)
+        self.granted.discard(name)
+        metrics.QUEUE_DEPTH.labels(self.namespace).set(len(self.waiting))
+
+    def notify(self) -> None:
+        """A slot may have freed: wake the first waiting runs."""
+        for name, _ in sorted(self.waiting.items(), key=lambda kv: kv[1])[: self.limit]:
+            self.wake(name)
+
+    async def try_admit(self, name: str) -> bool:
+        """True if ``name`` may create its Job now (the caller then calls :meth:`created`)."""
+        async with self.lock:
+            order = [n for n, _ in sorted(self.waiting.items(), key=lambda kv: kv[1])]
+            if name not in order:
+                return False
+            position = order.index(name)
+            if position >= self.limit:
+                return False
+            jobs = await self.kube.list_jobs(self.namespace, names.LABEL_RUN)
+            job_runs = {
+                (j.get("metadata") or {}).get("labels", {}).get(names.LABEL_RUN)
+                for j in jobs
+                if not job_is_finished(j)
+            }
+            in_flight = len(job_runs | self.granted)
+            if position < self.limit - in_flight:
+                self.granted.add(name)
+                self.waiting.pop(name, None)
+                metrics.QUEUE_DEPTH.labels(self.namespace).set(len(self.waiting))
+                return True
+            return False
+
+    def created(self, name: str) -> None:
+        self.granted.discard(name)
+
+
+class RunContext:
+    """What every run task shares: settings, the client, wake-ups, admission per namespace."""
+
+    def __init__(self, settings: OperatorSettings, kube: Kube) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.bodies: dict[RunKey, Obj] = {}
+        self.events: dict[RunKey, asyncio.Event] = {}
+        self.tasks: dict[RunKey, asyncio.Task[None]] = {}
+        self.admissions: dict[str, Admission] = {}
+
+    def admission(self, namespace: str) -> Admission:
+        if namespace not in self.admissions:
+            self.admissions[namespace] = Admission(
+                namespace,
+                self.settings.max_concurrent_runs,
+                self.kube,
+                lambda name: self.wake((namespace, name)),
+            )
+        return self.admissions[namespace]
+
+    def wake(self, key: RunKey) -> None:
+        event = self.events.get(key)
+        if event is not None:
+            event.set()
+
+    def observe_run(self, body: Obj, *, deleted: bool) -> None:
+        """An AgentRun event: remember the body, start its task if needed, wake it."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        if deleted:
+            self.bodies.pop(key, None)
+            task = self.tasks.pop(key, None)
+            if task is not None:
+                task.cancel()
+            self.admission(key[0]).leave(key[1])
+            self.admission(key[0]).notify()
+            return
+        self.bodies[key] = copy.deepcopy(dict(body))
+        if key not in self.tasks and is_active(body):
+            self.events[key] = asyncio.Event()
+            task = asyncio.create_task(self._run_task(key), name=f"run:{key[0]}/{key[1]}")
+            self.tasks[key] = task
+        self.wake(key)
+
+    def observe_owned(self, namespace: str, run_name: str, *, job_event: bool) -> None:
+        """A Job or Pod event of a run: wake it (and admission, for Jobs)."""
+        self.wake((namespace, run_name))
+        if job_event:
+            self.admission(namespace).notify()
+
+    async def _run_task(self, key: RunKey) -> None:
+        metrics.ACTIVE_RUNS.inc()
+        try:
+            await RunReconciler(self, key).drive()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run task failed; it restarts on the next event", extra={"run": key})
+        finally:
+            metrics.ACTIVE_RUNS.dec()
+            self.tasks.pop(key, None)
+            self.admission(key[0]).leave(key[1])
+
+    async def stop(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class RunReconciler:
+    """Follows one AgentRun from its current state to terminal (see the module docstring)."""
+
+    def __init__(self, ctx: RunContext, key: RunKey) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.kube = ctx.kube
+        self.namespace, self.name = key
+        self.key = key
+        self.event = ctx.events.setdefault(key, asyncio.Event())
+        self.writer: TranscriptWriter | None = None
+        self.folder: LogFolder | None = None
+        self.tailer: asyncio.Task[None] | None = None
+        self.nonce: str | None = None
+        self.written: Obj = {}
+        self.last_flush = 0.0
+        self.job_id = names.job_id_for_run_name(self.name)
+        self.pod_started = False
+
+    # -- helpers
+    def run(self) -> AgentRun:
+        body = self.ctx.bodies.get(self.key)
+        if body is None:
+            raise NotFound(404, "NotFound", f"AgentRun {self.name} is gone")
+        return AgentRun.model_validate(body)
+
+    def log_extra(self) -> Obj:
+        return {"run": self.job_id, "namespace": self.namespace}
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), seconds)
+        self.event.clear()
+
+    async def patch_status(self, status: Obj, *, resource_version: str | None = None) -> None:
+        await self.kube.patch_run_status(
+            self.namespace, self.name, status, resource_version=resource_version
+        )
+        self.written.update(status)
+
+    async def flush_transcript(self, *, force: bool = False) -> None:
+        writer = self.writer
+        if writer is None or not writer.has_pending:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_flush < self.settings.transcript_flush_seconds:
+            return
+        self.last_flush = now
+        appended = await writer.flush()
+        metrics.TRANSCRIPT_BYTES.inc(appended)
+        status: Obj = {"transcript": writer.state().to_k8s()}
+        folder = self.folder
+        if folder is not None and folder.progress is not None:
+            progress = folder.progress.to_k8s()
+            if self.written.get("progress") != progress:
+                status["progress"] = progress
+        await self.patch_status(status)
+
+    # -- the driver
+    async def drive(self) -> None:
+        run = self.run()
+        self.writer = TranscriptWriter(
+            self.name,
+            KubeChunkStore(self.kube, run),
+            chunk_bytes=self.settings.transcript_chunk_bytes,
+            cap_bytes=self.settings.transcript_cap_bytes,
+        )
+        await self.writer.load()
+        if run.phase.is_terminal:
+            await self.complete_transcript(run)
+            return
+
+        problem = check_install_limits(run, self.settings)
+        if problem is not None and not run.status.job_name:
+            await self.finish(StatusDecision(Phase.FAILED, Reason.BAD_INPUT, problem))
+            return
+        if self.writer.complete_event is not None:
+            # The transcript was completed but the status patch was lost: finish from it.
+            data = self.writer.complete_event.data
+            decision = StatusDecision(
+                Phase.from_api_status(str(data.get("status"))),
+                Reason(data["reason"]) if data.get("reason") else None,
+                data.get("error"),
+            )
+            await self.finish(decision)
+            return
+        if run.status.phase is None:
+            await self.set_phase(run, StatusDecision(Phase.QUEUED, None, "waiting for a slot"))
+
+        job: Obj | None = None
+        if run.status.job_name:
+            job = await self.kube.get_job(self.namespace, names.job_name(self.name))
+            self.nonce = nonce_from_job(job) if job else None
+
+        while True:
+            run = self.run()
+            if run.spec.cancel_requested:
+                await self.finish(map_run_status(run, None, [], utcnow()))
+                return
+            if job is None and not run.status.job_name and not self.written.get("jobName"):
+                job = await self.admit_and_create(run)
+                if job is None:
+                    await self.wait(self.settings.resync_seconds)
+                    continue
+                run = self.run()
+            job = await self.kube.get_job(self.namespace, names.job_name(self.name))
+            pods = await self.kube.list_pods(self.namespace, f"{names.LABEL_RUN}={self.name}")
+            run = self.effective_run()
+            decision = map_run_status(
+                run,
+                job,
+                pods,
+                utcnow(),
+                pending_timeout_seconds=self.settings.pending_timeout_seconds,
+                credentials_secret=self.settings.credentials_secret,
+            )
+            self.maybe_start_tailer(decision, pods)
+            if decision.terminal:
+                await self.finish(decision)
+                return
+            await self.set_phase(run, decision)
+            await self.flush_transcript()
+            timeout = (
+                self.settings.transcript_flush_seconds
+                if self.tailer is not None
+                else self.settings.resync_seconds
+            )
+            await self.wait(timeout)
+
+    def effective_run(self) -> AgentRun:
+        """The run as last seen, with what this task wrote applied (watch events may lag)."""
+        run = self.run()
+        status = run.status.to_k8s()
+        for field in ("phase", "reason", "message", "jobName", "podName", "startedAt"):
+            if field in self.written:
+                status[field] = self.written[field]
+        body = run.to_k8s()
+        body["status"] = status
+        return AgentRun.model_validate(body)
+
+    async def admit_and_create(self, run: AgentRun) -> Obj | None:
+        """Wait for a slot (FIFO by creation), then create the input Secret and the Job."""
+        admission = self.ctx.admission(self.namespace)
+        if self.name not in admission.waiting and self.name not in admission.granted:
+            admission.enqueue(self.name, admission_key(self.ctx.bodies[self.key]))
+        if not await admission.try_admit(self.name):
+            return None
+        try:
+            self.nonce = new_nonce()
+            await self.kube.create_secret(self.namespace, build_input_secret(run))
+            job, created = await self.kube.create_job(
+                self.namespace, build_job_manifest(run, self.settings, self.nonce)
+            )
+            self.nonce = nonce_from_job(job) or self.nonce
+        finally:
+            admission.created(self.name)
+        if created and run.metadata.creation_timestamp is not None:
+            latency = (utcnow() - run.metadata.creation_timestamp).total_seconds()
+            metrics.RECONCILE_LATENCY.observe(max(latency, 0.0))
+        await self.patch_status({"jobName": names.job_name(self.name)})
+        log.info("job created", extra={**self.log_extra(), "job": names.job_name(self.name)})
+        return job
+
+    async def set_phase(self, run: AgentRun, decision: StatusDecision) -> None:
+        """Write a non-terminal decision if it changed: status, status event, label, Event."""
+        status: Obj = {
+            "phase": decision.phase.value,
+            "reason": decision.reason.value if decision.reason else None,
+            "message": decision.message,
+        }
+        if decision.pod_name:
+            status["podName"] = decision.pod_name
+        if decision.started_at is not None:
+            status["startedAt"] = iso(decision.started_at)
+        current = {k: self.written.get(k, _status_field(run, k)) for k in status}
+        if current == status:
+            return
+        phase_changed = current.get("phase") != status["phase"]
+        reason_changed = current.get("reason") != status["reason"]
+        if decision.phase == Phase.RUNNING and "progress" not in self.written:
+            status["progress"] = {"percentage": 0, "currentStep": "Running"}
+        await self.patch_status(status)
+        if phase_changed or reason_changed:
+            assert self.writer is not None
+            self.writer.add_status(decision.phase.api_status, status["reason"])
+            await self.flush_transcript(force=True)
+            metrics.PHASE_TRANSITIONS.labels(decision.phase.value, status["reason"] or "").inc()
+            await self.kube.post_event(
+                run,
+                reason=decision.phase.value,
+                message=decision.message or f"run is {decision.phase.api_status}",
+            )
+        if phase_changed:
+            await self.kube.patch_run_labels(
+                self.namespace, self.name, {names.LABEL_PHASE: decision.phase.api_status}
+            )
+            log.info(
+                "phase changed",
+                extra={
+                    **self.log_extra(),
+                    "phase": decision.phase.value,
+                    "reason": status["reason"],
+                },
+            )
+
+    # -- the pod log
+    def maybe_start_tailer(self, decision: StatusDecision, pods: list[Obj]) -> None:
+        if self.tailer is not None or self.nonce is None or decision.pod_name is None:
+            return
+        if decision.started_at is None:
+            return
+        pod = next(
+            (p for p in pods if (p.get("metadata") or {}).get("name") == decision.pod_name), None
+        )
+        if pod is None:
+            return
+        assert self.writer is not None
+        self.folder = LogFolder(self.writer, run_id=self.job_id, nonce=self.nonce)
+        self.tailer = asyncio.create_task(self.tail(decision.pod_name), name=f"tail:{self.name}")
+
+    async def tail(self, pod: str) -> None:
+        """Follow the pod's log until the container ends; reconnect while the pod lives."""
+        assert self.folder is not None
+        assert self.writer is not None
+        while True:
+            since: int | None = None
+            if self.writer.log_timestamp is not None:
+                seen = parse_time(self.writer.log_timestamp)
+                if seen is not None:
+                    # sinceSeconds (the client has no sinceTime); lines already folded in are
+                    # skipped by timestamp, so a generous margin only costs re-reading.
+                    since = max(1, math.ceil((utcnow() - seen).total_seconds()) + 5)
+            try:
+                async for line in self.kube.stream_pod_log(
+                    self.namespace, pod, runner.CONTAINER_NAME, since_seconds=since
+                ):
+                    self.folder.feed(line)
+                    if self.writer.has_pending:
+                        self.event.set()
+            except NotFound:
+                return  # the pod is gone
+            except KubeError as exc:
+                if exc.status == 400:
+                    # "container is waiting to start": try again shortly
+                    await asyncio.sleep(self.settings.log_reconnect_seconds)
+                    continue
+                log.warning("pod log stream failed: %s", exc, extra=self.log_extra())
+            except (TimeoutError, OSError, ValueError) as exc:
+                log.warning("pod log stream broke: %s", exc, extra=self.log_extra())
+            # The stream ended: finished container, or a dropped connection.
+            pods = await self.kube.list_pods(self.namespace, f"{names.LABEL_RUN}={self.name}")
+            alive = [
+                p
+                for p in pods
+                if (p.get("metadata") or {}).get("name") == pod
+                and (p.get("status") or {}).get("phase") in ("Pending", "Running")
+            ]
+            if not alive:
+                return
+            await asyncio.sleep(self.settings.log_reconnect_seconds)
+
+    async def drain_tailer(self, seconds: float) -> None:
+        if self.tailer is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.tailer), seconds)
+        except (TimeoutError, asyncio.CancelledError):
+            self.tailer.cancel()
+        except Exception as exc:
+            log.warning("log tail ended with %s", exc, extra=self.log_extra())
+
+    async def read_remaining_log(self) -> None:
+        """A run that ended before its log was ever tailed: read it once if the pod exists."""
+        if self.tailer is not None or self.nonce is None or self.writer is None:
+            return
+        pods = await self.kube.list_pods(self.namespace, f"{names.LABEL_RUN}={self.name}")
+        if not pods:
+            return
+        name = str((pods[0].get("metadata") or {}).get("name"))
+        self.folder = LogFolder(self.writer, run_id=self.job_id, nonce=self.nonce)
+        self.tailer = asyncio.create_task(self.tail(name), name=f"tail:{self.name}")
+
+    # -- the end
+    async def finish(self, decision: StatusDecision) -> None:
+        """Terminal: stop the Job if needed, store the result, write the terminal status
+        (guarded by resourceVersion), then the transcript's final events."""
+        grace = self.settings.termination_grace_period_seconds + 5.0
+        if decision.phase == Phase.CANCELLED or decision.reason == Reason.MISSING_CREDENTIALS:
+            await self.kube.delete_job(self.namespace, names.job_name(self.name))
+        if decision.phase != Phase.CANCELLED:
+            await self.read_remaining_log()
+        await self.drain_tailer(grace)
+        await self.flush_transcript(force=True)
+
+        folder = self.folder
+        while True:
+            body = await self.kube.get_run(self.namespace, self.name)
+            fresh = AgentRun.model_validate(body)
+            if fresh.phase.is_terminal:
+                break  # written before a restart; only the transcript may be missing
+            if fresh.spec.cancel_requested and decision.phase != Phase.CANCELLED:
+                decision = map_run_status(fresh, None, [], utcnow())
+                await self.kube.delete_job(self.namespace, names.job_name(self.name))
+            status = self.terminal_status(fresh, decision, folder)
+            result = folder.result() if folder is not None else None
+            if decision.phase == Phase.SUCCEEDED and result is not None:
+                await self.kube.put_result(fresh, result)
+            try:
+                await self.patch_status(
+                    status, resource_version=str(fresh.metadata.resource_version)
+                )
+            except Conflict:
+                continue
+            self.ctx.bodies[self.key] = body | {"status": {**(body.get("status") or {}), **status}}
+            metrics.RUNS_FINISHED.labels(decision.phase.value, status.get("reason") or "").inc()
+            if status.get("durationSeconds") is not None:
+                metrics.RUN_DURATION.observe(float(status["durationSeconds"]))
+            await self.kube.patch_run_labels(
+                self.namespace, self.name, {names.LABEL_PHASE: decision.phase.api_status}
+            )
+            await self.kube.post_event(
+                fresh,
+                reason=decision.phase.value,
+                message=status.get("message") or f"run {decision.phase.api_status}",
+                type_="Normal" if decision.phase == Phase.SUCCEEDED else "Warning",
+            )
+            log.info(
+                "run finished",
+                extra={
+                    **self.log_extra(),
+                    "phase": decision.phase.value,
+                    "reason": status.get("reason"),
+                },
+            )
+            break
+        await self.complete_transcript(AgentRun.model_validate(self.ctx.bodies[self.key]))
+
+    def terminal_status(
+        self, run: AgentRun, decision: StatusDecision, folder: LogFolder | None
+    ) -> Obj:
+        now = utcnow()
+        message = decision.message
+        reason = decision.reason
+        if folder is not None and folder.error is not None and reason in RUNNER_REASONS:
+            message = folder.error.message
+        started = decision.started_at or run.status.started_at
+        begin = started or run.metadata.creation_timestamp
+        status: Obj = {
+            "phase": decision.phase.value,
+            "reason": reason.value if reason else None,
+            "message": message[:4096] if message else None,
+            "completedAt": iso(now),
+            "durationSeconds": round((now - begin).total_seconds(), 3) if begin else None,
+        }
+        if decision.pod_name:
+            status["podName"] = decision.pod_name
+        if started is not None:
+            status["startedAt"] = iso(started)
+        result = folder.result() if folder is not None else None
+        if decision.phase == Phase.SUCCEEDED and result is not None:
+            excerpt, cut = result_excerpt(result)
+            status["resultExcerpt"] = excerpt
+            status["resultBytes"] = len(result.encode())
+            status["resultTruncated"] = cut
+            status["progress"] = {"percentage": 100, "currentStep": "Done"}
+        if run.spec.webhook_url and run.status.webhook is None:
+            from agentrun_webhooks.delivery import pending_delivery
+
+            status["webhook"] = pending_delivery().to_k8s()
+        if self.writer is not None:
+            status["transcript"] = self.writer.state().to_k8s()
+        return status
+
+    async def complete_transcript(self, run: AgentRun) -> None:
+        """Append the terminal status and `complete` events (once) and mark the transcript
+        complete in status."""
+        writer = self.writer
+        assert writer is not None
+        if not writer.complete:
+            phase = run.phase
+            reason = run.status.reason.value if run.status.reason else None
+            writer.add_status(phase.api_status, reason)
+            result: str | None = None
+            if self.folder is not None:
+                result = self.folder.result()
+            elif run.status.result_excerpt is not None and not run.status.result_truncated:
+                result = run.status.result_excerpt
+            writer.add(
+                "complete",
+                complete_payload(
+                    status=phase.api_status,
+                    job_id=self.job_id,
+                    reason=reason,
+                    error=run.status.message if phase != Phase.SUCCEEDED else None,
+                    result=result if phase == Phase.SUCCEEDED else None,
+                ),
+            )
+            appended = await writer.flush()
+            metrics.TRANSCRIPT_BYTES.inc(appended)
+        state: TranscriptState = writer.state()
+        await self.patch_status({"transcript": state.to_k8s()})
+
+
+def _status_field(run: AgentRun, field: str) -> Any:
+    return run.status.to_k8s().get(field)
