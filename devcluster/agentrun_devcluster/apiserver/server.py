@@ -309,8 +309,10 @@ class EmulatedAPIServer:
                         },
                     }
                 )
-            # Not deleted yet (finalizers, graceful pod deletion): 202, as the real handler does.
-            return _json_response(obj, 200 if gone else 202)
+            # Not deleted yet (finalizers, graceful pod deletion): the real handler still answers
+            # 200, and 202 only when orphanDependents=false was asked for (handlers/delete.go).
+            accepted = not gone and options.orphan_dependents is False
+            return _json_response(obj, 202 if accepted else 200)
         raise errors.method_not_allowed()
 
     # -- bodies --------------------------------------------------------------------------
@@ -421,10 +423,10 @@ class EmulatedAPIServer:
                 if isinstance(parsed, dict):
                     body = parsed
         policy = q.get("propagationPolicy") or body.get("propagationPolicy")
-        if policy is None:
-            orphan = q.get("orphanDependents", body.get("orphanDependents"))
-            if orphan is not None:
-                policy = "Orphan" if str(orphan).lower() in ("true", "1") else "Background"
+        orphan = q.get("orphanDependents", body.get("orphanDependents"))
+        orphan_flag = None if orphan is None else str(orphan).lower() in ("true", "1")
+        if policy is None and orphan_flag is not None:
+            policy = "Orphan" if orphan_flag else "Background"
         grace_raw = q.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
         grace: int | None = None
         if grace_raw is not None and grace_raw != "":
@@ -438,6 +440,7 @@ class EmulatedAPIServer:
             grace_period_seconds=grace,
             precondition_uid=preconditions.get("uid"),
             precondition_rv=preconditions.get("resourceVersion"),
+            orphan_dependents=orphan_flag,
         )
 
     # -- list / watch --------------------------------------------------------------------

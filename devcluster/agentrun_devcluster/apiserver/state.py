@@ -118,6 +118,7 @@ class DeleteOptions:
     grace_period_seconds: int | None = None
     precondition_uid: str | None = None
     precondition_rv: str | None = None
+    orphan_dependents: bool | None = None
 
 
 def encode_continue(namespace: str, name: str, rv: int) -> str:
