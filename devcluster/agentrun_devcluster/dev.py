@@ -1,0 +1,316 @@
+"""``agentrun dev``: the whole system on a laptop, no Kubernetes needed.
+
+In this process, on one event loop: the emulated apiserver (CRDs installed), the fake Job
+controller and kubelet (runs execute as local processes), and with ``--stub-llm`` the stub LLM.
+Then the operator (``agentrun operator``) and the API (``agentrun api``) start as child processes,
+each in its own process group, configured through their env settings. ``ready`` is printed once
+the API answers ``/health``.
+
+SIGINT (Ctrl-C) and SIGTERM stop everything: the API and the operator get SIGTERM (then SIGKILL
+after ``SHUTDOWN_GRACE_SECONDS``) by process group, every runner process group is SIGKILLed by the
+kubelet, and the servers close. If the operator or the API dies on its own, dev stops too and
+prints the tail of its log (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+from agentrun_kube.client import load_api_client
+from agentrun_kube.errors import KubeError
+
+from agentrun_devcluster.apiserver import EmulatedAPIServer
+from agentrun_devcluster.controllers import ClusterControllers
+from agentrun_devcluster.kube_json import JsonKube
+from agentrun_devcluster.kubelet import KubeletSettings
+from agentrun_devcluster.system import (
+    AGENTS_DIR,
+    api_env,
+    free_port,
+    operator_env,
+    start_process,
+    stop_process,
+)
+from agentrun_devcluster.testing import CRD_FILE
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+READY_TIMEOUT_SECONDS = 120.0
+DEFAULT_CREDENTIALS_SECRET = "agentrun-llm-credentials"
+CREDENTIAL_ENV_KEYS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "MODEL_NAME")
+STUB_MODEL = "openai/agentrun-stub"
+RUNNER_COMMANDS = {
+    "praisonai": ["agentrun-runner"],
+    "tiny": ["python", "-m", "agentrun_devcluster.tiny_runner"],
+}
+
+
+def credentials_secret_name() -> str:
+    """The operator's ``credentials_secret`` setting, as the operator child will read it."""
+    return os.environ.get("AGENTRUN_OPERATOR_CREDENTIALS_SECRET") or DEFAULT_CREDENTIALS_SECRET
+
+
+def credentials_from_env(environ: dict[str, str]) -> dict[str, str] | None:
+    """The LLM credentials to put in the Secret, from the caller's env; None without a key."""
+    if not environ.get("OPENAI_API_KEY"):
+        return None
+    return {k: environ[k] for k in CREDENTIAL_ENV_KEYS if environ.get(k)}
+
+
+def stub_credentials(stub_url: str) -> dict[str, str]:
+    return {"OPENAI_API_KEY": "stub", "OPENAI_BASE_URL": stub_url, "MODEL_NAME": STUB_MODEL}
+
+
+def seed_curl(api_url: str) -> str:
+    return (
+        f"curl -X POST {api_url}/api/v1/runs \\\n"
+        '  -H "Content-Type: application/json" \\\n'
+        '  -H "Idempotency-Key: unique-key-123" \\\n'
+        "  -d '{\n"
+        '    "prompt": "Analyze the quarterly sales data",\n'
+        '    "timeout": 3600,\n'
+        '    "webhook_url": "https://example.com/callback",\n'
+        '    "session_id": "project-alpha"\n'
+        "  }'"
+    )
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
+
+class DevStack:
+    """Everything ``agentrun dev`` runs; :meth:`start` then :meth:`wait`, :meth:`stop` always."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
+        self.args = args
+        self.out = out
+        self.state_dir = Path(args.state_dir).resolve()
+        self.kubeconfig = Path(args.kubeconfig or self.state_dir / "kubeconfig").resolve()
+        self.namespace: str = args.namespace
+        self.api_url = f"http://{_url_host(args.host)}:{args.port}"
+        self.server = EmulatedAPIServer()
+        self.controllers = ClusterControllers(
+            kubelet_settings=KubeletSettings(
+                state_dir=self.state_dir / "kubelet",
+                image_filesystem={"/agents": str(AGENTS_DIR)},
+            )
+        )
+        self.stub: Any = None
+        self.children: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        self.stop_requested = asyncio.Event()
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    async def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.controllers.install(self.server)
+        await self.server.start()
+        await self.server.apply_crds_from_file(CRD_FILE)
+        self.server.write_kubeconfig(self.kubeconfig, namespace=self.namespace)
+        await self.controllers.start(self.kubeconfig)
+        api = await load_api_client(str(self.kubeconfig))
+        try:
+            kube = JsonKube(api)
+            await self._ensure_namespace(kube)
+            creds_note = await self._credentials(kube)
+        finally:
+            await api.close()
+        self._start_children()
+        self.say(f"agentrun dev: emulated cluster at {self.server.base_url}")
+        self.say(creds_note)
+        await self._wait_ready()
+        self._banner()
+
+    async def _ensure_namespace(self, kube: JsonKube) -> None:
+        if await kube.get_or_none(f"/api/v1/namespaces/{self.namespace}") is None:
+            await kube.create(
+                "/api/v1/namespaces",
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}},
+            )
+
+    async def _credentials(self, kube: JsonKube) -> str:
+        name = credentials_secret_name()
+        if self.args.stub_llm:
+            from agentrun_devcluster.stub_llm import StubLLMServer
+
+            self.stub = StubLLMServer()
+            url = await self.stub.start()
+            data = stub_credentials(url)
+            note = (
+                f"LLM: STUB LLM at {url} (--stub-llm: deterministic, labelled answers; no real "
+                f"model). Secret {self.namespace}/{name} points runs at it."
+            )
+        else:
+            creds = credentials_from_env(dict(os.environ))
+            if creds is None:
+                return (
+                    "WARNING: no LLM credentials: OPENAI_API_KEY is not set, so the Secret "
+                    f"{self.namespace}/{name} was not created and runs will fail with "
+                    f"missing_credentials. Fix: export OPENAI_API_KEY=... (and optionally "
+                    "OPENAI_BASE_URL, MODEL_NAME) before `agentrun dev`, or use --stub-llm."
+                )
+            data = creds
+            note = (
+                f"LLM: credentials from your environment ({', '.join(sorted(data))}) stored in "
+                f"Secret {self.namespace}/{name}."
+            )
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "type": "Opaque",
+            "stringData": data,
+        }
+        try:
+            await kube.create(f"/api/v1/namespaces/{self.namespace}/secrets", secret)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        return note
+
+    def _start_children(self) -> None:
+        runner = RUNNER_COMMANDS[self.args.runner]
+        op_env = operator_env(
+            kubeconfig=self.kubeconfig,
+            namespace=self.namespace,
+            public_base_url=self.api_url,
+            runner_command=runner,
+            health_port=free_port(),
+            metrics_port=free_port(),
+        )
+        self.operator_health = f"http://127.0.0.1:{op_env['AGENTRUN_OPERATOR_HEALTH_PORT']}"
+        a_env = api_env(
+            kubeconfig=self.kubeconfig,
+            namespace=self.namespace,
+            host=self.args.host,
+            port=self.args.port,
+            public_base_url=self.api_url,
+            metrics_port=free_port(),
+        )
+        # an explicit setting in the caller's env wins over dev's defaults
+        for env in (op_env, a_env):
+            for key in list(env):
+                if key.startswith("AGENTRUN_") and key in os.environ:
+                    env[key] = os.environ[key]
+        for name, env in (("operator", op_env), ("api", a_env)):
+            log_path = self.state_dir / f"{name}.log"
+            log_path.write_bytes(b"")
+            proc = start_process([sys.executable, "-m", "agentrun_cli.main", name], env, log_path)
+            self.children[name] = (proc, log_path)
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                self._check_children()
+                try:
+                    r = await client.get(f"{self.api_url}/health")
+                    if r.status_code < 300:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if self.stop_requested.is_set():
+                    raise ChildFailed("stopped before ready")
+                await asyncio.sleep(0.2)
+        raise ChildFailed(f"the API did not answer {self.api_url}/health in time")
+
+    def _check_children(self) -> None:
+        for name, (proc, log_path) in self.children.items():
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise ChildFailed(
+                    f"the {name} process exited with code {proc.returncode}; "
+                    f"last lines of {log_path}:\n{tail}"
+                )
+
+    def _banner(self) -> None:
+        kc = self.kubeconfig
+        self.say("")
+        self.say(f"agentrun dev ready: API at {self.api_url} (auth off)")
+        self.say(f"  runner: {self.args.runner}; runs execute as local processes")
+        self.say(f"  kubeconfig: {kc}")
+        self.say(f"    kubectl --kubeconfig {kc} get agentruns")
+        self.say(f"    kubectl --kubeconfig {kc} get jobs,pods")
+        self.say(f"  logs: {self.state_dir}/operator.log, {self.state_dir}/api.log")
+        self.say("  try:")
+        self.say(seed_curl(self.api_url))
+        self.say("  Ctrl-C stops everything.")
+
+    async def wait(self) -> None:
+        """Until SIGINT/SIGTERM or a child's death (raises ChildFailed)."""
+        while not self.stop_requested.is_set():
+            self._check_children()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_requested.wait(), 0.5)
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        children = list(self.children.values())
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    None, stop_process, proc, signal.SIGTERM, SHUTDOWN_GRACE_SECONDS
+                )
+                for proc, _ in children
+            )
+        )
+        self.children.clear()
+        with contextlib.suppress(Exception):
+            await self.controllers.stop()
+        if self.stub is not None:
+            with contextlib.suppress(Exception):
+                await self.stub.stop()
+        with contextlib.suppress(Exception):
+            await self.server.stop()
+
+
+class ChildFailed(RuntimeError):
+    """The operator or API process could not start or died."""
+
+
+async def _main(args: argparse.Namespace) -> int:
+    stack = DevStack(args)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stack.stop_requested.set)
+    code = 0
+    try:
+        await stack.start()
+        await stack.wait()
+        stack.say("agentrun dev: stopping")
+    except ChildFailed as exc:
+        if not stack.stop_requested.is_set():
+            print(f"agentrun dev: {exc}", file=sys.stderr, flush=True)
+            code = 1
+    finally:
+        await stack.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    stack.say("agentrun dev: stopped")
+    return code
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    """Run until Ctrl-C / SIGTERM; returns the exit code."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return asyncio.run(_main(args))
