@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from chart_manifests import Manifest, find_helm, helm_template  # noqa: E402
+from chart_manifests import Manifest, find_helm, helm_template
 
 Render = Callable[..., list[Manifest]]
 

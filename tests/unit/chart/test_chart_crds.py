@@ -34,7 +34,9 @@ def strip_chart_metadata(crd: Manifest) -> Manifest:
 
 def test_rendered_crds_are_identical_to_the_generated_ones(default_docs: list[Manifest]) -> None:
     rendered = of_kind(default_docs, "CustomResourceDefinition")
-    assert [strip_chart_metadata(c) for c in rendered] == [strip_chart_metadata(g) for g in GENERATED]
+    assert [strip_chart_metadata(c) for c in rendered] == [
+        strip_chart_metadata(g) for g in GENERATED
+    ]
     for crd in rendered:
         assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
         assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
@@ -47,7 +49,11 @@ def test_crds_can_be_left_out_and_not_kept(render) -> None:  # type: ignore[no-u
 
 
 def agentrun_schema(docs: list[Manifest]) -> dict[str, Any]:
-    (crd,) = [c for c in of_kind(docs, "CustomResourceDefinition") if c["metadata"]["name"] == "agentruns.agentrun.dev"]
+    (crd,) = [
+        c
+        for c in of_kind(docs, "CustomResourceDefinition")
+        if c["metadata"]["name"] == "agentruns.agentrun.dev"
+    ]
     (version,) = [v for v in crd["spec"]["versions"] if v["storage"]]
     return version["schema"]["openAPIV3Schema"]
 
@@ -68,7 +74,10 @@ VALID = [
     sample(agentFile="team/agents.yaml", cancelRequested=True),
 ]
 INVALID = [
-    ("no prompt", {"apiVersion": "agentrun.dev/v1alpha1", "kind": "AgentRun", "metadata": {}, "spec": {}}),
+    (
+        "no prompt",
+        {"apiVersion": "agentrun.dev/v1alpha1", "kind": "AgentRun", "metadata": {}, "spec": {}},
+    ),
     ("prompt not a string", sample(prompt=42)),
     ("timeout not an integer", sample(timeoutSeconds="soon")),
     ("timeout zero", sample(timeoutSeconds=0)),
@@ -81,7 +90,9 @@ def test_sample_agentruns_validate(default_docs: list[Manifest], run: dict[str, 
     jsonschema.validate(run, agentrun_schema(default_docs))
 
 
-@pytest.mark.parametrize("why,run", INVALID, ids=[w for w, _ in INVALID])
-def test_bad_agentruns_are_refused(default_docs: list[Manifest], why: str, run: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("why", "run"), INVALID, ids=[w for w, _ in INVALID])
+def test_bad_agentruns_are_refused(
+    default_docs: list[Manifest], why: str, run: dict[str, Any]
+) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(run, agentrun_schema(default_docs))

@@ -19,20 +19,22 @@ API_RULES: Rules = {
 
 OPERATOR_RULES: Rules = (
     {("agentrun.dev", "agentruns", v) for v in ("get", "list", "watch", "patch", "delete")}
-    | {("agentrun.dev", "agentruns/status", v) for v in ("get", "patch")}
+    | {("agentrun.dev", "agentruns/status", "patch")}
     | {
         ("agentrun.dev", r, v)
         for r in ("agentruntranscripts", "agentrunresults")
-        for v in ("get", "list", "watch", "create", "patch", "delete")
+        for v in ("get", "list", "create", "patch", "delete")
     }
     | {("batch", "jobs", v) for v in ("get", "list", "watch", "create", "delete")}
     | {("", "pods", v) for v in ("get", "list", "watch")}
     | {("", "pods/log", "get")}
-    | {("", "secrets", v) for v in ("get", "create", "delete")}
-    | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
+    | {("", "secrets", "create")}
+    | {("", "events", v) for v in ("create", "patch")}
 )
 
-LEASE_RULES: Rules = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update", "patch")}
+LEASE_RULES: Rules = {
+    ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
+}
 DISCOVERY_RULES: Rules = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
@@ -93,7 +95,8 @@ def test_api_rbac_is_exactly_runs_and_read_of_transcripts_results(
     bound = roles_bound_to(default_docs, f"{FULLNAME}-api")
     assert len(bound) == 1
     binding, role = bound[0]
-    assert binding["kind"] == "RoleBinding" and role["kind"] == "Role"
+    assert binding["kind"] == "RoleBinding"
+    assert role["kind"] == "Role"
     assert role["metadata"]["namespace"] == "agents"
     assert flatten(role) == API_RULES
 
@@ -115,13 +118,13 @@ def test_operator_rbac_namespaced_by_default(default_docs: list[Manifest]) -> No
 
 def test_operator_gets_a_role_in_each_watched_namespace(render) -> None:  # type: ignore[no-untyped-def]
     docs = render(sets=("watchNamespaces={team-a,team-b}",))
-    roles = [
-        r for r in of_kind(docs, "Role") if r["metadata"]["name"] == f"{FULLNAME}-operator"
-    ]
+    roles = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == f"{FULLNAME}-operator"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert flatten(role) == OPERATOR_RULES
-    assert not [c for c in of_kind(docs, "ClusterRole") if c["metadata"]["name"] == f"{FULLNAME}-operator"]
+    assert not [
+        c for c in of_kind(docs, "ClusterRole") if c["metadata"]["name"] == f"{FULLNAME}-operator"
+    ]
 
 
 def test_operator_cluster_wide_uses_one_cluster_role(render) -> None:  # type: ignore[no-untyped-def]
@@ -138,7 +141,9 @@ def test_operator_cluster_wide_uses_one_cluster_role(render) -> None:  # type: i
 
 def test_runner_service_account_has_no_permissions_and_no_token(render) -> None:  # type: ignore[no-untyped-def]
     for docs in (render(), render(CHART / "ci" / "cluster-wide-values.yaml")):
-        runner_sas = [s for s in of_kind(docs, "ServiceAccount") if s["metadata"]["name"] == "agentrun-runner"]
+        runner_sas = [
+            s for s in of_kind(docs, "ServiceAccount") if s["metadata"]["name"] == "agentrun-runner"
+        ]
         assert runner_sas
         for sa in runner_sas:
             assert sa["automountServiceAccountToken"] is False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,7 +83,11 @@ def leaf_fields(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel) and ann.__name__.endswith("Settings"):
+        if (
+            isinstance(ann, type)
+            and issubclass(ann, BaseModel)
+            and ann.__name__.endswith("Settings")
+        ):
             out[path] = field  # the model itself may be mapped as a whole
             out.update(leaf_fields(ann, f"{path}."))
         else:
@@ -95,7 +98,8 @@ def leaf_fields(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
 def lookup(values: Any, dotted: str) -> Any:
     node = values
     for part in dotted.split("."):
-        assert isinstance(node, dict) and part in node, f"values.yaml has no {dotted!r}"
+        assert isinstance(node, dict), f"values.yaml has no {dotted!r}"
+        assert part in node, f"values.yaml has no {dotted!r}"
         node = node[part]
     return node
 
@@ -116,7 +120,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("component,model,mapped,hidden", CASES, ids=["api", "operator"])
+@pytest.mark.parametrize(("component", "model", "mapped", "hidden"), CASES, ids=["api", "operator"])
 def test_every_setting_has_a_value_or_is_listed(
     component: str, model: type[BaseModel], mapped: dict[str, str], hidden: dict[str, str]
 ) -> None:
@@ -142,7 +146,7 @@ def test_every_setting_has_a_value_or_is_listed(
     )
 
 
-@pytest.mark.parametrize("component,model,mapped,hidden", CASES, ids=["api", "operator"])
+@pytest.mark.parametrize(("component", "model", "mapped", "hidden"), CASES, ids=["api", "operator"])
 def test_no_stale_values(component: str, model: type[BaseModel], mapped: Any, hidden: Any) -> None:
     """Every key under <component>.settings names a real field (a typo would be ignored)."""
     fields = leaf_fields(model)
@@ -162,7 +166,9 @@ def test_no_stale_values(component: str, model: type[BaseModel], mapped: Any, hi
         assert path in fields, f"the mapping names {path!r}, which {model.__name__} lacks"
 
 
-@pytest.mark.parametrize("component,model", [("api", APISettings), ("operator", OperatorSettings)])
+@pytest.mark.parametrize(
+    ("component", "model"), [("api", APISettings), ("operator", OperatorSettings)]
+)
 def test_values_defaults_match_the_process_defaults(component: str, model: type[BaseModel]) -> None:
     defaults = model.model_construct()
 
@@ -176,7 +182,9 @@ def test_values_defaults_match_the_process_defaults(component: str, model: type[
             path = f"{component}.settings.{prefix}{key}"
             if path in DIFFERENT_DEFAULTS:
                 continue
-            assert value == default, f"values {path}={value!r} but the process default is {default!r}"
+            assert value == default, (
+                f"values {path}={value!r} but the process default is {default!r}"
+            )
 
     walk(VALUES[component]["settings"], defaults, "")
     from agentrun_webhooks.policy import WebhookPolicySettings
@@ -241,17 +249,19 @@ def test_api_env_is_complete_and_parses(
     assert settings.auth_enabled is True
     assert str(settings.tokens_dir) == "/var/run/agentrun/tokens"
     assert settings.frameworks == VALUES["frameworks"]
-    assert settings.stream.heartbeat_seconds == VALUES["api"]["settings"]["stream"]["heartbeatSeconds"]
+    assert (
+        settings.stream.heartbeat_seconds == VALUES["api"]["settings"]["stream"]["heartbeatSeconds"]
+    )
     assert settings.webhook_policy.cluster_domains == VALUES["webhookPolicy"]["clusterDomains"]
 
 
-def test_operator_env_is_complete_and_parses(
-    render: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_operator_env_is_complete_and_parses(render: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     docs = render(CHART / "ci" / "cluster-wide-values.yaml", sets=("webhookSigning.generate=true",))
     deployment = named(docs, "Deployment", f"{FULLNAME}-operator")
     env = env_of(deployment, {"metadata.namespace": "agents", "metadata.name": "op-0"})
-    expected = expected_env_names("operator", OperatorSettings, OPERATOR_MAPPED, OPERATOR_NOT_EXPOSED)
+    expected = expected_env_names(
+        "operator", OperatorSettings, OPERATOR_MAPPED, OPERATOR_NOT_EXPOSED
+    )
     assert expected - set(env) == set()
     settings = settings_from(monkeypatch, OperatorSettings, env, "AGENTRUN_OPERATOR_")
     assert settings.cluster_wide is True
@@ -274,7 +284,9 @@ def test_rendered_operator_settings_build_a_runner_job_the_chart_expects(
     from agentrun_contract.resource import AgentRun
     from agentrun_operator.job_manifest import build_job_manifest
 
-    docs = render(CHART / "ci" / "cluster-wide-values.yaml", sets=("runner.networkPolicy.enabled=true",))
+    docs = render(
+        CHART / "ci" / "cluster-wide-values.yaml", sets=("runner.networkPolicy.enabled=true",)
+    )
     env = env_of(
         named(docs, "Deployment", f"{FULLNAME}-operator"),
         {"metadata.namespace": "agents", "metadata.name": "op-0"},
@@ -298,9 +310,7 @@ def test_rendered_operator_settings_build_a_runner_job_the_chart_expects(
     assert spec["imagePullSecrets"] == [{"name": "registry-creds"}]
     assert {"name": "agents", "configMap": {"name": f"{FULLNAME}-agents"}} in spec["volumes"]
     (policy,) = [
-        p
-        for p in docs
-        if p["kind"] == "NetworkPolicy" and p["metadata"]["namespace"] == "team-a"
+        p for p in docs if p["kind"] == "NetworkPolicy" and p["metadata"]["namespace"] == "team-a"
     ]
     selector = policy["spec"]["podSelector"]["matchLabels"]
     assert selector.items() <= pod["metadata"]["labels"].items()
@@ -318,8 +328,17 @@ def test_schema_mirrors_values_strictly() -> None:
     """values.schema.json: additionalProperties false on every chart-owned map, with exactly the
     keys of values.yaml; passthrough Kubernetes objects are typed but open."""
     passthrough = {
-        "resources", "podSecurityContext", "securityContext", "nodeSelector", "affinity",
-        "podAnnotations", "podLabels", "annotations", "labels", "files", "namespaceSelector",
+        "resources",
+        "podSecurityContext",
+        "securityContext",
+        "nodeSelector",
+        "affinity",
+        "podAnnotations",
+        "podLabels",
+        "annotations",
+        "labels",
+        "files",
+        "namespaceSelector",
         "podSelector",
     }
 
@@ -330,7 +349,8 @@ def test_schema_mirrors_values_strictly() -> None:
         for key, value in values.items():
             sub = schema["properties"][key]
             if key in passthrough:
-                assert sub["type"] == "object" and sub.get("additionalProperties") is not False
+                assert sub["type"] == "object"
+                assert sub.get("additionalProperties") is not False
             elif isinstance(value, dict):
                 walk(value, sub, f"{where}.{key}")
             else:
@@ -376,7 +396,12 @@ def test_readme_values_table_lists_every_value() -> None:
         out = []
         for key, value in node.items():
             path = f"{prefix}{key}"
-            if isinstance(value, dict) and value and key not in {"resources", "podSecurityContext", "securityContext", "dns", "files"}:
+            if (
+                isinstance(value, dict)
+                and value
+                and key
+                not in {"resources", "podSecurityContext", "securityContext", "dns", "files"}
+            ):
                 out += leaves(value, f"{path}.")
             else:
                 out.append(path)
@@ -384,4 +409,3 @@ def test_readme_values_table_lists_every_value() -> None:
 
     missing = [p for p in leaves(VALUES, "") if f"`{p}`" not in readme]
     assert not missing, f"charts/agentrun/README.md values table lacks {missing}"
-

