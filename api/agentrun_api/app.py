@@ -21,7 +21,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from agentrun_contract import limits
 from agentrun_kube.client import load_api_client
@@ -38,7 +39,7 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
 from agentrun_api import auth as auth_module
 from agentrun_api.auth import Authenticator, require_api_token, require_run_reader
@@ -125,6 +126,7 @@ def _submit_body_schema() -> Schema:
     )
 
 
+@dataclass
 class SubmitOperation(Operation):
     """The POST /runs operation with its hand-described JSON body."""
 
@@ -150,7 +152,9 @@ def _base(request: Request[Any, Any, Any]) -> str:
     return str(request.base_url)
 
 
-JobIdParam = Parameter(description="The run's job_id (run_<suffix>, or a kubectl-made name).")
+JobId = Annotated[
+    str, PathParameter(description="The run's job_id (run_<suffix>, or a kubectl-made name).")
+]
 
 
 class RunsController(Controller):
@@ -176,12 +180,14 @@ class RunsController(Controller):
     async def submit(
         self,
         request: Request[Any, Any, Any],
-        idempotency_key: str | None = Parameter(
-            header="Idempotency-Key",
-            required=False,
-            description="1 to 255 printable ASCII characters; the same key and request "
-            "returns the same run.",
-        ),
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                description="1 to 255 printable ASCII characters; the same key and request "
+                "returns the same run.",
+            ),
+        ] = None,
     ) -> Response[SubmitAccepted]:
         media_type, _ = request.content_type
         if media_type != "application/json":
@@ -208,16 +214,21 @@ class RunsController(Controller):
     async def list_runs(
         self,
         request: Request[Any, Any, Any],
-        status: str | None = Parameter(
-            query="status",
-            required=False,
-            description="queued, running, succeeded, failed or cancelled.",
-        ),
-        session_id: str | None = Parameter(query="session_id", required=False),
-        page: int | None = Parameter(query="page", required=False, ge=1, description="From 1."),
-        page_size: int | None = Parameter(
-            query="page_size", required=False, ge=1, le=100, description="1 to 100, default 20."
-        ),
+        status: Annotated[
+            str | None,
+            QueryParameter(
+                name="status",
+                description="queued, running, succeeded, failed or cancelled.",
+            ),
+        ] = None,
+        session_id: Annotated[str | None, QueryParameter(name="session_id", required=False)] = None,
+        page: Annotated[
+            int | None, QueryParameter(name="page", ge=1, description="From 1.")
+        ] = None,
+        page_size: Annotated[
+            int | None,
+            QueryParameter(name="page_size", ge=1, le=100, description="1 to 100, default 20."),
+        ] = None,
     ) -> RunListView:
         return _service(request).list(status, session_id, page, page_size, _base(request))
 
@@ -230,10 +241,11 @@ class RunsController(Controller):
     async def get_run(
         self,
         request: Request[Any, Any, Any],
-        job_id: str = JobIdParam,
-        token: str | None = Parameter(
-            query="token", required=False, description="A signed read token (from poll_url)."
-        ),
+        job_id: JobId,
+        token: Annotated[
+            str | None,
+            QueryParameter(name="token", description="A signed read token (from poll_url)."),
+        ] = None,
     ) -> RunStatusView:
         return await _service(request).status(job_id, _base(request))
 
@@ -243,9 +255,7 @@ class RunsController(Controller):
         summary="A finished run's result",
         responses=_errors(401, 404, 409),
     )
-    async def get_result(
-        self, request: Request[Any, Any, Any], job_id: str = JobIdParam
-    ) -> RunResultView:
+    async def get_result(self, request: Request[Any, Any, Any], job_id: JobId) -> RunResultView:
         return await _service(request).result(job_id)
 
     @post(
@@ -255,9 +265,7 @@ class RunsController(Controller):
         summary="Cancel a run",
         responses=_errors(401, 404, 409),
     )
-    async def cancel_run(
-        self, request: Request[Any, Any, Any], job_id: str = JobIdParam
-    ) -> RunStatusView:
+    async def cancel_run(self, request: Request[Any, Any, Any], job_id: JobId) -> RunStatusView:
         return await _service(request).cancel(job_id, _base(request))
 
     @delete(
@@ -267,7 +275,7 @@ class RunsController(Controller):
         summary="Delete a finished (or cancelled) run and everything it owns",
         responses=_errors(401, 404, 409),
     )
-    async def delete_run(self, request: Request[Any, Any, Any], job_id: str = JobIdParam) -> None:
+    async def delete_run(self, request: Request[Any, Any, Any], job_id: JobId) -> None:
         await _service(request).delete(job_id)
 
 

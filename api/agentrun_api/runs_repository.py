@@ -14,8 +14,10 @@ operation failed"; agentrun_kube maps it to Conflict): re-read and decide again.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
+import aiohttp
 from agentrun_contract import names
 from agentrun_contract.resource import (
     API_VERSION,
@@ -26,7 +28,12 @@ from agentrun_contract.resource import (
     VERSION,
     AgentRunSpec,
 )
-from agentrun_kube.errors import Conflict, KubeError, NotFound, from_api_exception
+from agentrun_kube.errors import (
+    Conflict,
+    NotFound,
+    Unavailable,
+    from_api_exception,
+)
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -36,6 +43,18 @@ from agentrun_api.submission import SubmitRequest
 log = logging.getLogger("agentrun.api.runs")
 
 CANCEL_ATTEMPTS = 5
+T = TypeVar("T")
+
+
+async def kube_call(call: Awaitable[T]) -> T:
+    """Await a kubernetes_asyncio call; every failure becomes a typed agentrun_kube error
+    (no connection and timeouts are a retryable Unavailable)."""
+    try:
+        return await call
+    except ApiException as exc:
+        raise from_api_exception(exc) from exc
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise Unavailable(0, type(exc).__name__, str(exc)) from exc
 
 
 class AlreadyFinished(Exception):
@@ -100,22 +119,16 @@ class RunsRepository:
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create; raises AlreadyExists when the name (the key's run) exists."""
-        try:
-            created: dict[str, Any] = await self._api.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, body
-            )
-        except ApiException as exc:
-            raise from_api_exception(exc) from exc
+        created: dict[str, Any] = await kube_call(
+            self._api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+        )
         return created
 
     async def get(self, name: str) -> dict[str, Any]:
         """The AgentRun as stored; raises NotFound."""
-        try:
-            obj: dict[str, Any] = await self._api.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name
-            )
-        except ApiException as exc:
-            raise from_api_exception(exc) from exc
+        obj: dict[str, Any] = await kube_call(
+            self._api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        )
         return obj
 
     async def cancel(self, name: str) -> dict[str, Any]:
@@ -132,28 +145,27 @@ class RunsRepository:
             if record.cancel_requested:
                 return obj
             try:
-                patched: dict[str, Any] = await self._api.patch_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    PLURAL,
-                    name,
-                    cancel_patch(obj),  # a list body is sent as application/json-patch+json
+                patched: dict[str, Any] = await kube_call(
+                    self._api.patch_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        self.namespace,
+                        PLURAL,
+                        name,
+                        cancel_patch(obj),  # a list body is sent as application/json-patch+json
+                    )
                 )
-            except ApiException as exc:
-                error = from_api_exception(exc)
-                if isinstance(error, Conflict):
-                    log.debug("cancel guard failed; re-reading", extra={"run": name})
-                    continue
-                raise error from exc
+            except Conflict:
+                log.debug("cancel guard failed; re-reading", extra={"run": name})
+                continue
             return patched
         raise Conflict(409, "Conflict", f"run {name} kept changing while being cancelled")
 
     async def delete(self, name: str) -> None:
         """Delete the run; its Job, pod, input, transcript and result go with it (owner refs,
         background cascade). Raises NotFound."""
-        try:
-            await self._api.delete_namespaced_custom_object(
+        await kube_call(
+            self._api.delete_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 self.namespace,
@@ -161,21 +173,20 @@ class RunsRepository:
                 name,
                 body=client.V1DeleteOptions(propagation_policy="Background"),
             )
-        except ApiException as exc:
-            raise from_api_exception(exc) from exc
+        )
 
     async def get_result(self, name: str) -> str | None:
         """The full result from the run's AgentRunResult, or None if there is none."""
         try:
-            obj = await self._api.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, RESULT_PLURAL, names.result_name(name)
+            obj: dict[str, Any] = await kube_call(
+                self._api.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, RESULT_PLURAL, names.result_name(name)
+                )
             )
-        except ApiException as exc:
-            error: KubeError = from_api_exception(exc)
-            if isinstance(error, NotFound):
-                return None
-            raise error from exc
-        result = (obj.get("spec") or {}).get("result")
+        except NotFound:
+            return None
+        spec: dict[str, Any] = obj.get("spec") or {}
+        result = spec.get("result")
         return result if isinstance(result, str) else None
 
     async def list_page(
@@ -187,18 +198,17 @@ class RunsRepository:
             kwargs["_continue"] = cont
         if resource_version is not None:
             kwargs["resource_version"] = resource_version
-        try:
-            page: dict[str, Any] = await self._api.list_namespaced_custom_object(
+        page: dict[str, Any] = await kube_call(
+            self._api.list_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, **kwargs
             )
-        except ApiException as exc:
-            raise from_api_exception(exc) from exc
+        )
         return page
 
     async def watch_response(self, resource_version: str, timeout_seconds: int) -> Any:
         """An open watch (raw aiohttp response, JSON lines) from ``resource_version``."""
-        try:
-            return await self._api.list_namespaced_custom_object(
+        return await kube_call(
+            self._api.list_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 self.namespace,
@@ -209,5 +219,4 @@ class RunsRepository:
                 allow_watch_bookmarks=True,
                 _preload_content=False,
             )
-        except ApiException as exc:
-            raise from_api_exception(exc) from exc
+        )
