@@ -32,9 +32,7 @@ OPERATOR_RULES: Rules = (
     | {("", "events", v) for v in ("create", "patch")}
 )
 
-LEASE_RULES: Rules = {
-    ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
-}
+LEASE_RULES: Rules = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
 DISCOVERY_RULES: Rules = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
