@@ -40,6 +40,20 @@ MERGE_PATCH: Final = "application/merge-patch+json"
 Obj = dict[str, Any]
 
 
+async def read_json(response: Any) -> Obj:
+    """The JSON body of a raw (``_preload_content=False``) response; errors raised typed (the
+    client does not raise on its own for raw responses)."""
+    try:
+        if response.status >= 400:
+            exc = ApiException(status=response.status, reason=response.reason)
+            exc.body = await response.text()
+            raise from_api_exception(exc)
+        data: Obj = await response.json()
+        return data
+    finally:
+        response.release()
+
+
 class RequestCounter:
     """Counts API requests (for the benchmark's requests-per-run figure)."""
 
@@ -135,8 +149,7 @@ class Kube:
             created = await self._call(
                 self.batch.create_namespaced_job(namespace, body, _preload_content=False)
             )
-            data: Obj = await created.json()
-            return data, True
+            return await read_json(created), True
         except AlreadyExists:
             existing = await self.get_job(namespace, body["metadata"]["name"])
             if existing is None:
@@ -148,10 +161,9 @@ class Kube:
             response = await self._call(
                 self.batch.read_namespaced_job(name, namespace, _preload_content=False)
             )
+            return await read_json(response)
         except NotFound:
             return None
-        data: Obj = await response.json()
-        return data
 
     async def list_jobs(self, namespace: str, selector: str) -> list[Obj]:
         response = await self._call(
@@ -159,7 +171,7 @@ class Kube:
                 namespace, label_selector=selector, _preload_content=False
             )
         )
-        data = await response.json()
+        data = await read_json(response)
         return list(data.get("items") or [])
 
     async def delete_job(self, namespace: str, name: str) -> None:
@@ -179,7 +191,7 @@ class Kube:
                 namespace, label_selector=selector, _preload_content=False
             )
         )
-        data = await response.json()
+        data = await read_json(response)
         return list(data.get("items") or [])
 
     async def stream_pod_log(
@@ -197,6 +209,8 @@ class Kube:
         if since_seconds is not None:
             kwargs["since_seconds"] = since_seconds
         response = await self._call(self.core.read_namespaced_pod_log(pod, namespace, **kwargs))
+        if response.status >= 400:
+            await read_json(response)  # raises the typed error
         buffer = b""
         try:
             async for piece in response.content.iter_any():

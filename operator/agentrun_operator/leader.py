@@ -28,6 +28,7 @@ from agentrun_kube.errors import AlreadyExists, Conflict, KubeError, NotFound, f
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agentrun_operator.kube_io import read_json
 from agentrun_operator.run_status import parse_time
 from agentrun_operator.settings import LeaderElectionSettings
 
@@ -77,13 +78,14 @@ class LeaderElector:
             response = await self.coordination.read_namespaced_lease(
                 self.name, self.namespace, _preload_content=False
             )
+            return await read_json(response)
         except ApiException as exc:
             error = from_api_exception(exc)
             if isinstance(error, NotFound):
                 return None
             raise error from exc
-        data: dict[str, Any] = await response.json()
-        return data
+        except NotFound:
+            return None
 
     async def _write(self, lease: dict[str, Any] | None, *, take: bool) -> bool:
         now = datetime.now(UTC)
