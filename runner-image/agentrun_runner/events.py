@@ -12,14 +12,11 @@ test runner can use it too.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import threading
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from agentrun_contract.runner import (
-    EVENT_SCHEMA_VERSION,
     LOG_LINE_MAX_CHARS,
     ExitCode,
     encode_event,
@@ -36,24 +33,6 @@ EXIT_CODE_FOR_REASON: dict[ErrorReason, ExitCode] = {
     "missing_credentials": ExitCode.MISSING_CREDENTIALS,
     "internal": ExitCode.INTERNAL,
 }
-
-
-def early_interrupted_line(run_id: str, nonce: str, seq: int = 0) -> bytes:
-    """An ``interrupted`` event built with the standard library only.
-
-    For a SIGTERM that arrives before the contract module (pydantic) is imported; the contract
-    tests check that :func:`agentrun_contract.runner.parse_event_line` accepts it.
-    """
-    event = {
-        "agentrun": EVENT_SCHEMA_VERSION,
-        "run_id": run_id,
-        "nonce": nonce,
-        "seq": seq,
-        "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "type": "interrupted",
-        "data": {"signal": "SIGTERM"},
-    }
-    return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
 def write_all(fd: int, data: bytes) -> None:

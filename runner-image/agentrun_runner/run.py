@@ -1,0 +1,115 @@
+"""One agent task, from inputs to the result event and the exit code (see agentrun_runner.main).
+
+Imported after the signal handler is installed; imports PraisonAI only once the inputs and the
+credentials have been checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import traceback
+
+from agentrun_contract.limits import RESULT_MAX_BYTES
+from agentrun_contract.runner import ExitCode
+
+from agentrun_runner.capture import OutputCapture
+from agentrun_runner.environment import prepare_environment
+from agentrun_runner.events import ErrorReason, EventWriter, write_termination_message
+from agentrun_runner.inputs import InputError, missing_credentials_message, read_inputs
+from agentrun_runner.interrupt import Interrupter
+
+ERROR_MESSAGE_MAX_CHARS = 2000
+"""The ``error`` event's message is a sentence for a human, not a dump."""
+
+
+def cap_result(text: str) -> tuple[str, bool]:
+    """``text`` cut to RESULT_MAX_BYTES of UTF-8 (on a character boundary); True when cut."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= RESULT_MAX_BYTES:
+        return text, False
+    return encoded[:RESULT_MAX_BYTES].decode("utf-8", errors="ignore"), True
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The agent's failure as one short sentence."""
+    detail = " ".join(str(exc).split()) or "(no message)"
+    return f"the agent failed: {type(exc).__name__}: {detail}"[:ERROR_MESSAGE_MAX_CHARS]
+
+
+class Task:
+    """Reports through ``writer`` and finishes with an exit code."""
+
+    def __init__(self, writer: EventWriter, termination_message_path: str | None) -> None:
+        self.writer = writer
+        self.termination_message_path = termination_message_path
+
+    def fail(self, reason: ErrorReason, code: ExitCode, message: str) -> int:
+        self.writer.error(reason, message)
+        write_termination_message(self.termination_message_path, code, message)
+        return int(code)
+
+    def run(self) -> int:
+        env = os.environ
+        try:
+            inputs = read_inputs(env)
+        except InputError as exc:
+            return self.fail("bad_input", ExitCode.BAD_INPUT, str(exc))
+        missing = missing_credentials_message(env)
+        if missing:
+            return self.fail("missing_credentials", ExitCode.MISSING_CREDENTIALS, missing)
+        assert inputs.agent_path is not None  # read_inputs requires an agent file by default
+        writer = self.writer
+        writer.start(inputs.framework, inputs.agent_label)
+        writer.progress(5, "Loading agents")
+        capture = OutputCapture(writer)
+        capture.start()
+        failure: tuple[ErrorReason, ExitCode, str] | None = None
+        result = ""
+        try:
+            from agentrun_runner.agent import resolve_framework, run_agent
+
+            try:
+                framework = resolve_framework(inputs.framework)
+            except InputError as exc:
+                failure = ("bad_input", ExitCode.BAD_INPUT, str(exc))
+            else:
+                writer.progress(10, "Starting agent")
+                try:
+                    result = asyncio.run(run_agent(framework, inputs.agent_path, inputs.prompt))
+                except Exception as exc:
+                    # The traceback goes to the captured stderr: log events, for whoever debugs.
+                    traceback.print_exc()
+                    failure = ("agent_error", ExitCode.AGENT_ERROR, describe_failure(exc))
+        finally:
+            capture.stop()
+        if failure is not None:
+            return self.fail(*failure)
+        writer.progress(90, "Agent finished")
+        result, cut = cap_result(result)
+        if cut:
+            writer.log(f"the result was cut to {RESULT_MAX_BYTES} bytes (the limit)", "stderr")
+        writer.result(result)
+        writer.progress(100, "Done")
+        write_termination_message(
+            self.termination_message_path,
+            ExitCode.SUCCESS,
+            f"{len(result.encode())} bytes of result{' (cut)' if cut else ''}",
+        )
+        return int(ExitCode.SUCCESS)
+
+
+def run_task(out_fd: int, interrupter: Interrupter) -> int:
+    """Run the task with events on ``out_fd``; the exit code. Never raises."""
+    writer = EventWriter(out_fd, run_id=interrupter.run_id, nonce=interrupter.nonce)
+    interrupter.writer = writer
+    task = Task(writer, interrupter.termination_message_path)
+    try:
+        prepare_environment(os.environ)
+        return task.run()
+    except BaseException as exc:  # a bug of the runner itself: still a clear, final event
+        return task.fail(
+            "internal",
+            ExitCode.INTERNAL,
+            f"the runner failed: {type(exc).__name__}: {exc}"[:ERROR_MESSAGE_MAX_CHARS],
+        )
