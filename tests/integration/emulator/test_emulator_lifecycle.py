@@ -450,18 +450,18 @@ async def test_logs_follow_streams_until_the_container_ends(
     now = datetime.now(UTC)
     provider.lines.append((now, "first"))
     received: list[str] = []
-    async with httpx.AsyncClient(base_url=emulated_cluster.base_url, timeout=30) as http:
-        async with http.stream(
+    async with (
+        httpx.AsyncClient(base_url=emulated_cluster.base_url, timeout=30) as http,
+        http.stream(
             "GET", "/api/v1/namespaces/default/pods/follow/log", params={"follow": "true"}
-        ) as r:
-            assert r.headers["content-type"].startswith("text/plain")
-            async for line in r.aiter_lines():
-                received.append(line)
-                if line == "first":
-                    # Only now does the container write more and then end.
-                    emulated_cluster.loop.call_soon_threadsafe(
-                        provider.lines.append, (now, "second")
-                    )
-                if line == "second":
-                    emulated_cluster.loop.call_soon_threadsafe(setattr, provider, "finished", True)
+        ) as r,
+    ):
+        assert r.headers["content-type"].startswith("text/plain")
+        async for line in r.aiter_lines():
+            received.append(line)
+            if line == "first":
+                # Only now does the container write more and then end.
+                emulated_cluster.loop.call_soon_threadsafe(provider.lines.append, (now, "second"))
+            if line == "second":
+                emulated_cluster.loop.call_soon_threadsafe(setattr, provider, "finished", True)
     assert received == ["first", "second"]
