@@ -1,0 +1,102 @@
+"""The run cache's event handling and the cancel patch, without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentrun_api.run_cache import RunCache
+from agentrun_api.runs_repository import build_agentrun, cancel_patch
+from agentrun_api.submission import SubmitRequest
+from agentrun_contract import names
+from agentrun_kube.errors import Gone, KubeError
+
+
+def obj(
+    name: str, rv: str, uid: str = "u1", phase: str | None = None, **spec: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "uid": uid,
+            "resourceVersion": rv,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {"prompt": "p", **spec},
+        "status": {"phase": phase} if phase else {},
+    }
+
+
+def cache() -> RunCache:
+    return RunCache(repository=None)  # type: ignore[arg-type]
+
+
+def test_events_add_modify_delete_and_keep_positions_current() -> None:
+    c = cache()
+    c._apply_event({"type": "ADDED", "object": obj("run-a", "1")})
+    c._apply_event({"type": "ADDED", "object": obj("run-b", "2", uid="u2")})
+    assert c.queued_count() == 2 and c.queue_position("run-b") == 2
+    c._apply_event({"type": "MODIFIED", "object": obj("run-a", "3", phase="Running")})
+    assert c.queued_count() == 1 and c.queue_position("run-b") == 1
+    c._apply_event({"type": "DELETED", "object": obj("run-b", "4", uid="u2")})
+    assert c.get("run-b") is None and len(c) == 1
+    c._apply_event({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}})
+    assert c._resource_version == "9"
+
+
+def test_an_older_version_never_overwrites_a_newer_one() -> None:
+    c = cache()
+    c.upsert(obj("run-a", "10", phase="Running"))
+    c.upsert(obj("run-a", "7"))  # a late answer to an earlier write
+    record = c.get("run-a")
+    assert record is not None and record.resource_version == "10"
+    # a re-created run (new uid) replaces the old one whatever its version
+    c.upsert(obj("run-a", "3", uid="u9"))
+    record = c.get("run-a")
+    assert record is not None and record.uid == "u9"
+
+
+def test_delete_of_an_old_incarnation_keeps_the_new_one() -> None:
+    c = cache()
+    c.upsert(obj("run-a", "5", uid="new"))
+    c._apply_event({"type": "DELETED", "object": obj("run-a", "6", uid="old")})
+    assert c.get("run-a") is not None
+
+
+def test_error_events_raise_typed_errors() -> None:
+    c = cache()
+    with pytest.raises(Gone):
+        c._apply_event({"type": "ERROR", "object": {"code": 410, "message": "too old"}})
+    with pytest.raises(KubeError):
+        c._apply_event({"type": "ERROR", "object": {"code": 500, "message": "boom"}})
+
+
+def test_cancel_patch_tests_the_phase_or_the_version() -> None:
+    assert cancel_patch(obj("run-a", "4", phase="Running")) == [
+        {"op": "test", "path": "/status/phase", "value": "Running"},
+        {"op": "add", "path": "/spec/cancelRequested", "value": True},
+    ]
+    assert cancel_patch(obj("run-a", "4"))[0] == {
+        "op": "test",
+        "path": "/metadata/resourceVersion",
+        "value": "4",
+    }
+
+
+def test_build_agentrun_records_key_fingerprint_submitter_and_session_label() -> None:
+    request = SubmitRequest("p", None, "roles: {}", "praisonai", 60, None, "s", "key")
+    body = build_agentrun("run-x", request, "v1:abc", "ci")
+    assert body["spec"] == {
+        "prompt": "p",
+        "agentYaml": "roles: {}",
+        "framework": "praisonai",
+        "timeoutSeconds": 60,
+        "sessionId": "s",
+    }
+    assert body["metadata"]["annotations"] == {
+        names.ANNOTATION_FINGERPRINT: "v1:abc",
+        names.ANNOTATION_SUBMITTED_BY: "ci",
+        names.ANNOTATION_IDEMPOTENCY_KEY: "key",
+    }
+    assert body["metadata"]["labels"][names.LABEL_SESSION] == names.session_label_value("s")
