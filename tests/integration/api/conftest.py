@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-
 from agentrun_api.app import create_app
 from agentrun_api.settings import APISettings
 from agentrun_devcluster.testing import ClusterThread

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from agentrun_contract import names
 from agentrun_devcluster.testing import ClusterThread
 
@@ -101,7 +100,9 @@ def finish(
     set_status(cluster, namespace, job_id, status)
 
 
-def submit(http: httpx.Client, body: dict[str, Any] | None = None, **headers: str) -> httpx.Response:
+def submit(
+    http: httpx.Client, body: dict[str, Any] | None = None, **headers: str
+) -> httpx.Response:
     return http.post(RUNS, json=body if body is not None else {"prompt": "hello"}, headers=headers)
 
 
@@ -109,7 +110,8 @@ def assert_error(response: httpx.Response, status: int, fragment: str = "") -> N
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     detail = response.json()["detail"]
-    assert isinstance(detail, str) and len(detail) > 10
+    assert isinstance(detail, str)
+    assert len(detail) > 10
     assert fragment.lower() in detail.lower(), detail
 
 
@@ -244,7 +246,14 @@ def test_400_for_malformed_json(http: httpx.Client, raw: bytes, fragment: str) -
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"prompt": ""}, {"prompt": "   \n\t"}, {"prompt": 42}, {"prompt": None}, {"prompt": ["x"]}],
+    [
+        {},
+        {"prompt": ""},
+        {"prompt": "   \n\t"},
+        {"prompt": 42},
+        {"prompt": None},
+        {"prompt": ["x"]},
+    ],
 )
 def test_400_for_a_missing_blank_or_non_string_prompt(
     http: httpx.Client, body: dict[str, Any]
@@ -252,9 +261,7 @@ def test_400_for_a_missing_blank_or_non_string_prompt(
     assert_error(submit(http, body), 400, "prompt")
 
 
-@pytest.mark.parametrize(
-    "key", ["", "k" * 256, "clé-non-ascii", "tab\there", "nul\x7fdel"]
-)
+@pytest.mark.parametrize("key", ["", "k" * 256, "clé-non-ascii", "tab\there", "nul\x7fdel"])
 def test_400_for_an_invalid_idempotency_key_in_header_or_body(http: httpx.Client, key: str) -> None:
     response = http.post(
         RUNS,
@@ -333,7 +340,9 @@ def test_unicode_and_nul_bytes_survive_the_round_trip(
 
 def test_a_lone_surrogate_in_the_prompt_is_400(http: httpx.Client) -> None:
     response = http.post(
-        RUNS, content=b'{"prompt": "bad \\ud800 text"}', headers={"Content-Type": "application/json"}
+        RUNS,
+        content=b'{"prompt": "bad \\ud800 text"}',
+        headers={"Content-Type": "application/json"},
     )
     assert_error(response, 400, "unicode")
 
@@ -415,7 +424,8 @@ def test_status_object_of_a_queued_run(http: httpx.Client) -> None:
     assert body["queue_position"] == 1
     assert body["session_id"] == "s"
     assert body["started_at"] is None
-    assert body["error"] is None and body["reason"] is None
+    assert body["error"] is None
+    assert body["reason"] is None
 
 
 def test_status_object_follows_the_operator(
@@ -477,7 +487,9 @@ def test_list_is_newest_first_filtered_and_paged(
 
     ids = []
     for i in range(5):
-        ids.append(submit(http, {"prompt": f"p{i}", "session_id": "a" if i % 2 else "b"}).json()["job_id"])
+        ids.append(
+            submit(http, {"prompt": f"p{i}", "session_id": "a" if i % 2 else "b"}).json()["job_id"]
+        )
         time.sleep(1.05)  # creationTimestamp has one-second resolution
     finish(cluster, namespace, ids[0])
     _eventually_status(http, ids[0], "succeeded")
@@ -485,7 +497,8 @@ def test_list_is_newest_first_filtered_and_paged(
     everything = http.get(RUNS).json()
     assert everything["total"] == 5
     assert [j["job_id"] for j in everything["jobs"]] == list(reversed(ids))
-    assert everything["page"] == 1 and everything["page_size"] == 20
+    assert everything["page"] == 1
+    assert everything["page_size"] == 20
 
     page2 = http.get(RUNS, params={"page": 2, "page_size": 2}).json()
     assert [j["job_id"] for j in page2["jobs"]] == [ids[2], ids[1]]
@@ -511,7 +524,9 @@ def test_list_is_newest_first_filtered_and_paged(
         ({"page": "x"}, "page"),
     ],
 )
-def test_list_refuses_bad_queries(http: httpx.Client, params: dict[str, Any], fragment: str) -> None:
+def test_list_refuses_bad_queries(
+    http: httpx.Client, params: dict[str, Any], fragment: str
+) -> None:
     assert_error(http.get(RUNS, params=params), 400, fragment)
 
 
@@ -531,8 +546,15 @@ def test_result_is_409_until_finished_then_the_full_result(
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {
-        "job_id", "status", "result", "error", "reason",
-        "created_at", "started_at", "completed_at", "duration_seconds",
+        "job_id",
+        "status",
+        "result",
+        "error",
+        "reason",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "duration_seconds",
     }
     assert body["status"] == "succeeded"
     assert body["result"] == big
@@ -547,7 +569,8 @@ def test_result_of_a_failed_run_without_result_object_is_null(
     body = http.get(f"{RUNS}/{job_id}/result").json()
     assert body["status"] == "failed"
     assert body["result"] is None
-    assert body["reason"] == "agent_error" and body["error"] == "boom"
+    assert body["reason"] == "agent_error"
+    assert body["error"] == "boom"
 
 
 def test_result_of_unknown_run_is_404(http: httpx.Client) -> None:
@@ -566,7 +589,8 @@ def test_cancel_a_queued_run_reads_cancelled_everywhere_at_once(
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == STATUS_KEYS
-    assert body["status"] == "cancelled" and body["reason"] == "cancelled"
+    assert body["status"] == "cancelled"
+    assert body["reason"] == "cancelled"
     assert body["retry_after"] is None
     assert get_agentrun(cluster, namespace, job_id)["spec"]["cancelRequested"] is True
 
@@ -575,7 +599,8 @@ def test_cancel_a_queued_run_reads_cancelled_everywhere_at_once(
     assert [j["job_id"] for j in listed["jobs"]] == [job_id]
     assert http.get(RUNS, params={"status": "queued"}).json()["total"] == 0
     result = http.get(f"{RUNS}/{job_id}/result")
-    assert result.status_code == 200 and result.json()["status"] == "cancelled"
+    assert result.status_code == 200
+    assert result.json()["status"] == "cancelled"
     # cancelling again is harmless
     assert http.post(f"{RUNS}/{job_id}/cancel").status_code == 200
     # and a cancel-requested run may be deleted
@@ -617,7 +642,8 @@ def test_delete_refuses_a_live_run_then_deletes_a_finished_one(
     assert_error(http.delete(f"{RUNS}/{job_id}"), 409, "cancel it first")
     finish(cluster, namespace, job_id)
     response = http.delete(f"{RUNS}/{job_id}")
-    assert response.status_code == 204 and response.content == b""
+    assert response.status_code == 204
+    assert response.content == b""
     assert list_agentruns(cluster, namespace) == []
     assert_error(http.get(f"{RUNS}/{job_id}"), 404)
     assert http.get(RUNS).json()["total"] == 0
@@ -681,7 +707,8 @@ def test_auth_tokens_names_and_signed_read_urls(
         assert submit(http, **{"X-API-Key": "secret-two"}).status_code == 202
 
         poll_url = created.json()["poll_url"]
-        assert "?token=" in poll_url and "?token=" in created.json()["stream_url"]
+        assert "?token=" in poll_url
+        assert "?token=" in created.json()["stream_url"]
         # the signed poll_url works without any header; a run made with one token is
         # visible with another
         assert httpx.get(poll_url, timeout=10).status_code == 200
@@ -734,7 +761,9 @@ contexts: [{{name: c, context: {{cluster: dead, user: u, namespace: default}}}}]
 current-context: c
 """
     )
-    api = make_api(kubeconfig=str(kubeconfig), cache_sync_timeout_seconds=0.2, health_timeout_seconds=1)
+    api = make_api(
+        kubeconfig=str(kubeconfig), cache_sync_timeout_seconds=0.2, health_timeout_seconds=1
+    )
     response = httpx.get(api.base_url + "/health", timeout=10)
     assert response.status_code == 503
     assert response.json()["kubernetes"] == "unreachable"
@@ -765,8 +794,12 @@ def test_metrics_count_requests_by_route_and_status(api: Any, http: httpx.Client
     submit(http, {})
     http.get(f"{RUNS}/run_nope")
     text = generate_latest(api.app.state.metrics.registry).decode()
-    assert 'agentrun_api_requests_total{method="POST",route="/api/v1/runs",status="202"} 1.0' in text
-    assert 'agentrun_api_requests_total{method="POST",route="/api/v1/runs",status="400"} 1.0' in text
+    assert (
+        'agentrun_api_requests_total{method="POST",route="/api/v1/runs",status="202"} 1.0' in text
+    )
+    assert (
+        'agentrun_api_requests_total{method="POST",route="/api/v1/runs",status="400"} 1.0' in text
+    )
     assert 'route="/api/v1/runs/{job_id}",status="404"' in text
     assert "agentrun_api_runs_created_total 1.0" in text
     assert "agentrun_api_request_duration_seconds_bucket" in text

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from agentrun_api.auth import (
     Authenticator,
     match_token,

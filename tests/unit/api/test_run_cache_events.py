@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from agentrun_api.run_cache import RunCache
 from agentrun_api.runs_repository import build_agentrun, cancel_patch
 from agentrun_api.submission import SubmitRequest
@@ -36,11 +35,14 @@ def test_events_add_modify_delete_and_keep_positions_current() -> None:
     c = cache()
     c._apply_event({"type": "ADDED", "object": obj("run-a", "1")})
     c._apply_event({"type": "ADDED", "object": obj("run-b", "2", uid="u2")})
-    assert c.queued_count() == 2 and c.queue_position("run-b") == 2
+    assert c.queued_count() == 2
+    assert c.queue_position("run-b") == 2
     c._apply_event({"type": "MODIFIED", "object": obj("run-a", "3", phase="Running")})
-    assert c.queued_count() == 1 and c.queue_position("run-b") == 1
+    assert c.queued_count() == 1
+    assert c.queue_position("run-b") == 1
     c._apply_event({"type": "DELETED", "object": obj("run-b", "4", uid="u2")})
-    assert c.get("run-b") is None and len(c) == 1
+    assert c.get("run-b") is None
+    assert len(c) == 1
     c._apply_event({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}})
     assert c._resource_version == "9"
 
@@ -50,11 +52,13 @@ def test_an_older_version_never_overwrites_a_newer_one() -> None:
     c.upsert(obj("run-a", "10", phase="Running"))
     c.upsert(obj("run-a", "7"))  # a late answer to an earlier write
     record = c.get("run-a")
-    assert record is not None and record.resource_version == "10"
+    assert record is not None
+    assert record.resource_version == "10"
     # a re-created run (new uid) replaces the old one whatever its version
     c.upsert(obj("run-a", "3", uid="u9"))
     record = c.get("run-a")
-    assert record is not None and record.uid == "u9"
+    assert record is not None
+    assert record.uid == "u9"
 
 
 def test_delete_of_an_old_incarnation_keeps_the_new_one() -> None:

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
 from agentrun_api.listing import ListQuery, parse_list_query, queue_positions, select_page
 from agentrun_api.records import RunRecord, record_from_object
 from agentrun_api.status_view import iso_z, result_view, run_links, status_view
@@ -54,7 +53,8 @@ def test_empty_status_reads_queued() -> None:
     assert body["retry_after"] == 2
     assert body["queue_position"] == 3
     assert body["created_at"] == "2026-01-01T00:00:00Z"
-    assert body["reason"] is None and body["error"] is None
+    assert body["reason"] is None
+    assert body["error"] is None
 
 
 def test_queued_with_a_pending_reason() -> None:
@@ -63,7 +63,8 @@ def test_queued_with_a_pending_reason() -> None:
         position=1,
     )
     assert body["status"] == "queued"
-    assert body["reason"] == "unschedulable" and body["error"] == "no node fits"
+    assert body["reason"] == "unschedulable"
+    assert body["error"] == "no node fits"
 
 
 def test_running() -> None:
@@ -78,7 +79,8 @@ def test_running() -> None:
         ),
         position=None,
     )
-    assert body["status"] == "running" and body["retry_after"] == 5
+    assert body["status"] == "running"
+    assert body["retry_after"] == 5
     assert body["queue_position"] is None
     assert body["started_at"] == "2026-01-01T00:00:01.250Z"
     assert body["progress"] == {"percentage": 40.0, "current_step": "step 2"}
@@ -99,7 +101,8 @@ def test_finished(phase: str, reason: str | None) -> None:
         status |= {"reason": reason, "message": "why"}
     body = view(run_obj(status=status), position=7)
     assert body["status"] == phase.lower()
-    assert body["retry_after"] is None and body["queue_position"] is None
+    assert body["retry_after"] is None
+    assert body["queue_position"] is None
     assert body["duration_seconds"] == 60.0
     assert body["reason"] == reason
     if phase == "Succeeded":
@@ -108,10 +111,13 @@ def test_finished(phase: str, reason: str | None) -> None:
 
 def test_cancel_requested_reads_cancelled_at_once_unless_already_terminal() -> None:
     body = view(run_obj(status={"phase": "Running"}, cancelRequested=True))
-    assert body["status"] == "cancelled" and body["reason"] == "cancelled"
-    assert body["retry_after"] is None and body["error"]
+    assert body["status"] == "cancelled"
+    assert body["reason"] == "cancelled"
+    assert body["retry_after"] is None
+    assert body["error"]
     body = view(run_obj(status={"phase": "Succeeded"}, cancelRequested=True))
-    assert body["status"] == "succeeded" and body["reason"] is None
+    assert body["status"] == "succeeded"
+    assert body["reason"] is None
 
 
 def test_odd_kubectl_status_is_read_leniently() -> None:
@@ -172,7 +178,8 @@ def test_select_page_newest_first_with_filters() -> None:
     page = select_page(all_runs, ListQuery(None, None, 3, 4))
     assert [r.name for r in page.records] == ["run-001", "run-000"]
     page = select_page(all_runs, ListQuery(None, None, 4, 4))
-    assert page.records == [] and page.total == 10
+    assert page.records == []
+    assert page.total == 10
     page = select_page(all_runs, ListQuery(Phase.SUCCEEDED, "even", 1, 20))
     assert [r.name for r in page.records] == ["run-006", "run-000"]
 
@@ -206,7 +213,8 @@ def test_queue_positions_oldest_first_and_cancel_requested_leave_the_queue() -> 
 def test_list_query_refusals(args: tuple[Any, ...], fragment: str) -> None:
     with pytest.raises(SubmissionError) as info:
         parse_list_query(*args)
-    assert info.value.status_code == 400 and fragment in info.value.detail.lower()
+    assert info.value.status_code == 400
+    assert fragment in info.value.detail.lower()
 
 
 def test_list_query_defaults() -> None:

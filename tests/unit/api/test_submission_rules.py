@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from agentrun_api.fingerprint import canonical_json, request_fingerprint
 from agentrun_api.submission import (
     SubmissionError,
@@ -57,7 +56,8 @@ def test_nulls_read_as_absent_except_for_the_prompt() -> None:
             "config": None,
         }
     )
-    assert request.agent_file == "agents.yaml" and request.timeout == 3600
+    assert request.agent_file == "agents.yaml"
+    assert request.timeout == 3600
     assert refused({"prompt": None}).status_code == 400
 
 
@@ -72,7 +72,8 @@ def test_prompt_faults_are_400(prompt: Any) -> None:
 def test_prompt_size_counts_utf8_bytes() -> None:
     assert parse({"prompt": "a" * 65536}).prompt
     error = refused({"prompt": "é" * 32769})  # 65538 bytes, 32769 characters
-    assert error.status_code == 422 and "64 KiB" in error.detail
+    assert error.status_code == 422
+    assert "64 KiB" in error.detail
 
 
 def test_lone_surrogates_are_refused() -> None:
@@ -141,18 +142,21 @@ def test_agent_file_stays_inside_the_agent_directory(path: str, ok: bool) -> Non
 
 def test_agent_yaml_rules() -> None:
     request = parse({"prompt": "x", "agent_yaml": "roles: {}"})
-    assert request.agent_yaml == "roles: {}" and request.agent_file is None
+    assert request.agent_yaml == "roles: {}"
+    assert request.agent_file is None
     assert refused({"prompt": "x", "agent_yaml": "y" * 65537}).status_code == 422
     assert refused({"prompt": "x", "agent_yaml": 1}).status_code == 422
     assert refused({"prompt": "x", "agent_yaml": "  "}).status_code == 422
     error = refused({"prompt": "x", "agent_yaml": "a: 1", "agent_file": "b.yaml"})
-    assert error.status_code == 422 and "not both" in error.detail
+    assert error.status_code == 422
+    assert "not both" in error.detail
 
 
 def test_framework_must_be_allowed_by_the_install() -> None:
     assert parse({"prompt": "x", "framework": "crewai"}, frameworks=["praisonai", "crewai"])
     error = refused({"prompt": "x", "framework": "crewai"})
-    assert error.status_code == 422 and "praisonai" in error.detail
+    assert error.status_code == 422
+    assert "praisonai" in error.detail
 
 
 @pytest.mark.parametrize("timeout", [0, -1, 86401, "60", 1.5, 60.0, True, [60]])
@@ -184,7 +188,8 @@ def test_session_id_limit() -> None:
 )
 def test_unsupported_fields_are_never_ignored(extra: dict[str, Any]) -> None:
     error = refused({"prompt": "x", **extra})
-    assert error.status_code == 422 and "not supported" in error.detail
+    assert error.status_code == 422
+    assert "not supported" in error.detail
 
 
 def test_empty_config_and_unknown_fields_are_ignored() -> None:
@@ -209,7 +214,8 @@ def test_decoding_refuses_everything_but_a_json_object(raw: bytes) -> None:
 def test_decoding_survives_deep_nesting() -> None:
     with pytest.raises(SubmissionError) as info:
         decode_json_object(b"[" * 100_000 + b"]" * 100_000)
-    assert info.value.status_code == 400 and "deeply" in info.value.detail
+    assert info.value.status_code == 400
+    assert "deeply" in info.value.detail
 
 
 def test_fingerprint_equal_for_seed_curl_and_praisonai_client() -> None:
@@ -257,4 +263,5 @@ def test_fingerprint_ignores_the_key_and_is_canonical() -> None:
     b = parse({"session_id": "s", "prompt": "é"}, "k2")
     assert request_fingerprint(a) == request_fingerprint(b)
     assert canonical_json(a).startswith(b'{"agent_file":"agents.yaml"')
-    assert request_fingerprint(a).startswith("v1:") and len(request_fingerprint(a)) == 67
+    assert request_fingerprint(a).startswith("v1:")
+    assert len(request_fingerprint(a)) == 67
