@@ -54,6 +54,8 @@ class AttemptKind(enum.StrEnum):
     CONNECT_ERROR = "connect_error"
     UNRESOLVED = "unresolved"
     REFUSED = "refused"
+    CONFIG_ERROR = "config_error"
+    """Not sent: the operator's own configuration (e.g. a signing secret) is unusable."""
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class WebhookReceiver:
     def __init__(self, secret: str | None = None, port: int = 0) -> None:
         self.secret = secret or generate_secret()
         self.received: list[Received] = []
-        self._answers: list[Answer] = []
+        self._answers: dict[str | None, list[Answer]] = {}
         self.default = Answer()
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -66,22 +66,35 @@ class WebhookReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def script(self, *answers: Answer) -> None:
-        """Answer the next requests with these, in order, then with :attr:`default`."""
-        with self._lock:
-            self._answers.extend(answers)
+    def url_for(self, name: str) -> str:
+        """A URL of its own for one test case: its answers and records are kept apart."""
+        return f"http://127.0.0.1:{self.port}/hook/{name}"
 
-    def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
+    def script(self, *answers: Answer, path: str | None = None) -> None:
+        """Answer the next requests (to ``path``, e.g. ``/hook/x``, or to any path) with these,
+        in order, then with :attr:`default`."""
+        with self._lock:
+            self._answers.setdefault(path, []).extend(answers)
+
+    def requests(self, path: str | None = None) -> list[Received]:
+        """What arrived (at ``path`` only, if given)."""
+        with self._lock:
+            return [r for r in self.received if path is None or r.path == path]
+
+    def wait_for(
+        self, count: int, timeout: float = 30.0, path: str | None = None
+    ) -> list[Received]:
+        """Block until ``count`` requests (to ``path``, if given) arrived; return them."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.received) >= count:
-                    return list(self.received)
+            found = self.requests(path)
+            if len(found) >= count:
+                return found
             time.sleep(0.02)
-        with self._lock:
-            raise AssertionError(
-                f"expected {count} webhook requests within {timeout}s, got {len(self.received)}"
-            )
+        raise AssertionError(
+            f"expected {count} webhook requests to {path or 'any path'} within {timeout}s, "
+            f"got {len(self.requests(path))}"
+        )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         arrived, arrived_wall = time.monotonic(), time.time()
@@ -94,7 +107,8 @@ class WebhookReceiver:
         except (WebhookVerificationError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         with self._lock:
-            answer = self._answers.pop(0) if self._answers else self.default
+            queue = self._answers.get(request.path) or self._answers.get(None) or []
+            answer = queue.pop(0) if queue else self.default
             # Recorded on arrival: a request the sender abandons (timeout) still counts.
             self.received.append(
                 Received(
