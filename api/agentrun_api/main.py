@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 from types import FrameType
 from typing import Any
@@ -71,6 +72,10 @@ class _APIServer(uvicorn.Server):
             self._loop.call_soon_threadsafe(self._shutting_down.set)
         log.info("stop signal received; draining", extra={"signal": sig})
         super().handle_exit(sig, frame)
+        # uvicorn re-raises captured signals after shutdown (so the process dies of SIGTERM);
+        # a SIGTERM that completed a graceful shutdown is a clean exit: 0.
+        if sig == signal.SIGTERM and sig in self._captured_signals:
+            self._captured_signals.remove(sig)
 
 
 def build_server(settings: APISettings) -> _APIServer:
@@ -111,6 +116,7 @@ def run_api() -> int:
         },
     )
     server.run()
+    log.info("agentrun api stopped")
     return 0 if server.started else 1
 
 
