@@ -156,7 +156,17 @@ class StubLLMServer:
         app.router.add_post("/_stub/configure", self._configure)
         app.router.add_get("/_stub/requests", self._recorded)
         app.router.add_post("/_stub/reset", self._reset)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A short shutdown timeout: a test that stops the stub while a delayed answer is still
+        # pending (its client gone) must not wait for it.
+        # handler_cancellation: a client that hangs up (a runner killed mid-call) ends its
+        # delayed answer at once.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            handler_cancellation=True,
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()
@@ -448,10 +458,18 @@ class StubLLMThread:
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(30)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
         self._loop.close()
+
+    async def _shutdown(self) -> None:
+        await self.server.stop()
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def __enter__(self) -> StubLLMThread:
         self.start()
