@@ -280,7 +280,11 @@ class EmulatedAPIServer:
         if method == "GET":
             obj = self.state.get_object(t.rt, t.namespace, t.name)
             if printing.wants_table(request.headers.get("Accept", "")):
-                return _json_response(printing.table(t.rt, [obj], self.state.rv))
+                return _json_response(
+                    printing.table(
+                        t.rt, [obj], self.state.rv, request.query.get("includeObject", "Metadata")
+                    )
+                )
             return _json_response(obj)
         if method == "PUT":
             body = await self._read_body(request)
@@ -469,7 +473,9 @@ class EmulatedAPIServer:
             continue_token=q.get("continue") or None,
         )
         if printing.wants_table(request.headers.get("Accept", "")):
-            table = printing.table(t.rt, result["items"], self.state.rv)
+            table = printing.table(
+                t.rt, result["items"], self.state.rv, q.get("includeObject", "Metadata")
+            )
             table["metadata"] = result["metadata"]
             return _json_response(table)
         return _json_response(result)

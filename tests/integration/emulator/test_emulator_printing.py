@@ -1,0 +1,252 @@
+"""Server-side printing: Tables over HTTP, and the real kubectl against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from agentrun_devcluster.testing import ClusterThread
+from kubernetes_asyncio import client
+
+GROUP, VERSION, PLURAL = "agentrun.dev", "v1alpha1", "agentruns"
+TABLE_ACCEPT = (
+    "application/json;as=Table;v=v1;g=meta.k8s.io,"
+    "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+)
+KUBECTL = shutil.which("kubectl") or (
+    "/usr/bin/kubectl" if Path("/usr/bin/kubectl").exists() else None
+)
+
+
+async def _seed(kube: client.ApiClient) -> None:
+    co = client.CustomObjectsApi(kube)
+    await co.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "AgentRun",
+            "metadata": {"name": "run-1"},
+            "spec": {"prompt": "p", "sessionId": "sess-9"},
+        },
+    )
+    await co.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        "run-1",
+        {
+            "status": {
+                "phase": "Succeeded",
+                "reason": "agent_error",
+                "durationSeconds": 12.5,
+                "jobName": "run-1-job",
+                "webhook": {"state": "delivered", "id": "w1"},
+            }
+        },
+        _content_type="application/merge-patch+json",
+    )
+    await co.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "AgentRun",
+            "metadata": {"name": "run-2"},
+            "spec": {"prompt": "p"},
+        },
+    )
+
+
+async def test_table_for_custom_resources(
+    emulated_cluster: ClusterThread, kube: client.ApiClient
+) -> None:
+    await _seed(kube)
+    async with httpx.AsyncClient(base_url=emulated_cluster.base_url) as http:
+        r = await http.get(
+            f"/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}", headers={"Accept": TABLE_ACCEPT}
+        )
+        plain = await http.get(f"/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}/run-1")
+    t = r.json()
+    assert t["kind"] == "Table"
+    assert t["apiVersion"] == "meta.k8s.io/v1"
+    names = [(c["name"], c["priority"]) for c in t["columnDefinitions"]]
+    assert names == [
+        ("Name", 0),
+        ("Status", 0),
+        ("Reason", 1),
+        ("Session", 0),
+        ("Duration", 0),
+        ("Webhook", 0),
+        ("Job", 1),
+        ("Age", 0),
+    ]
+    rows = {row["cells"][0]: row["cells"] for row in t["rows"]}
+    assert rows["run-1"][1:7] == [
+        "Succeeded",
+        "agent_error",
+        "sess-9",
+        12.5,
+        "delivered",
+        "run-1-job",
+    ]
+    assert rows["run-1"][7].endswith("s")  # an age such as "0s"
+    assert rows["run-2"][1:7] == [None] * 6
+    assert t["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+    assert plain.json()["kind"] == "AgentRun"  # no Table unless asked
+
+
+async def test_table_for_pods_and_jobs(
+    emulated_cluster: ClusterThread, kube: client.ApiClient
+) -> None:
+    core, batch = client.CoreV1Api(kube), client.BatchV1Api(kube)
+    await core.create_namespaced_pod(
+        "default",
+        {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+    )
+    await core.patch_namespaced_pod_status(
+        "p",
+        "default",
+        {
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [
+                    {
+                        "name": "c",
+                        "ready": True,
+                        "restartCount": 2,
+                        "image": "i",
+                        "imageID": "",
+                        "state": {"running": {}},
+                    }
+                ],
+            }
+        },
+    )
+    await batch.create_namespaced_job(
+        "default",
+        {
+            "metadata": {"name": "j"},
+            "spec": {
+                "template": {
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}
+                }
+            },
+        },
+    )
+    await batch.patch_namespaced_job_status(
+        "j",
+        "default",
+        {
+            "status": {
+                "conditions": [{"type": "Complete", "status": "True"}],
+                "succeeded": 1,
+                "startTime": "2026-01-01T00:00:00Z",
+                "completionTime": "2026-01-01T00:01:05Z",
+            }
+        },
+    )
+    async with httpx.AsyncClient(base_url=emulated_cluster.base_url) as http:
+        pods = (
+            await http.get("/api/v1/namespaces/default/pods", headers={"Accept": TABLE_ACCEPT})
+        ).json()
+        jobs = (
+            await http.get(
+                "/apis/batch/v1/namespaces/default/jobs/j", headers={"Accept": TABLE_ACCEPT}
+            )
+        ).json()
+    assert [c["name"] for c in pods["columnDefinitions"]][:5] == [
+        "Name",
+        "Ready",
+        "Status",
+        "Restarts",
+        "Age",
+    ]
+    assert pods["rows"][0]["cells"][:4] == ["p", "1/1", "Running", "2"]
+    assert [c["name"] for c in jobs["columnDefinitions"]] == [
+        "Name",
+        "Status",
+        "Completions",
+        "Duration",
+        "Age",
+    ]
+    assert jobs["rows"][0]["cells"][:4] == ["j", "Complete", "1/1", "65s"]
+
+
+async def _kubectl(kubeconfig: Path, *args: str) -> tuple[int, str, str]:
+    assert KUBECTL is not None
+    proc = await asyncio.create_subprocess_exec(
+        KUBECTL,
+        "--kubeconfig",
+        str(kubeconfig),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+async def test_real_kubectl_get_agentruns(
+    emulated_cluster: ClusterThread, kube: client.ApiClient
+) -> None:
+    await _seed(kube)
+    code, out, err = await _kubectl(emulated_cluster.kubeconfig, "get", "agentruns")
+    assert code == 0, err
+    header = out.splitlines()[0].split()
+    assert header == ["NAME", "STATUS", "SESSION", "DURATION", "WEBHOOK", "AGE"]
+    row = next(line.split() for line in out.splitlines() if line.startswith("run-1"))
+    assert row[:5] == ["run-1", "Succeeded", "sess-9", "12.5", "delivered"]
+    # Missing values are null cells, which kubectl prints as blanks.
+    assert len(next(line for line in out.splitlines() if line.startswith("run-2")).split()) == 2
+    code, wide, err = await _kubectl(emulated_cluster.kubeconfig, "get", "ar", "-o", "wide")
+    assert code == 0, err
+    assert wide.splitlines()[0].split() == [
+        "NAME",
+        "STATUS",
+        "REASON",
+        "SESSION",
+        "DURATION",
+        "WEBHOOK",
+        "JOB",
+        "AGE",
+    ]
+    code, out, err = await _kubectl(
+        emulated_cluster.kubeconfig, "get", "ar", "run-1", "-o", "jsonpath={.spec.sessionId}"
+    )
+    assert (code, out) == (0, "sess-9"), err
+    code, out, err = await _kubectl(emulated_cluster.kubeconfig, "get", "agentruns", "-A")
+    assert code == 0, err
+    assert out.splitlines()[0].split()[:2] == ["NAMESPACE", "NAME"]
+    assert "warning" not in err.lower() and "error" not in err.lower(), err
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+async def test_real_kubectl_builtins_and_errors(
+    emulated_cluster: ClusterThread, kube: client.ApiClient
+) -> None:
+    core = client.CoreV1Api(kube)
+    await core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "cm"}, "data": {"a": "1"}}
+    )
+    code, out, err = await _kubectl(emulated_cluster.kubeconfig, "get", "configmaps,namespaces")
+    assert code == 0, err
+    assert "configmap/cm" in out
+    assert "namespace/kube-system" in out
+    code, out, err = await _kubectl(emulated_cluster.kubeconfig, "get", "agentruns", "missing")
+    assert code != 0
+    assert 'agentruns.agentrun.dev "missing" not found' in err
+    code, out, err = await _kubectl(
+        emulated_cluster.kubeconfig, "api-resources", "--api-group", GROUP
+    )
+    assert code == 0, err
+    assert "agentruns" in out and "ar" in out
