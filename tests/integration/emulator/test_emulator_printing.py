@@ -227,7 +227,8 @@ async def test_real_kubectl_get_agentruns(
     code, out, err = await _kubectl(emulated_cluster.kubeconfig, "get", "agentruns", "-A")
     assert code == 0, err
     assert out.splitlines()[0].split()[:2] == ["NAMESPACE", "NAME"]
-    assert "warning" not in err.lower() and "error" not in err.lower(), err
+    assert "warning" not in err.lower(), err
+    assert "error" not in err.lower(), err
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
@@ -249,4 +250,5 @@ async def test_real_kubectl_builtins_and_errors(
         emulated_cluster.kubeconfig, "api-resources", "--api-group", GROUP
     )
     assert code == 0, err
-    assert "agentruns" in out and "ar" in out
+    assert "agentruns" in out
+    assert "ar" in out
