@@ -95,3 +95,18 @@ def test_install_kube_tools_is_idempotent() -> None:
     assert "already installed" in proc.stdout
     assert "helm:    v4." in proc.stdout
     assert "kubectl: v1." in proc.stdout
+
+
+def test_every_package_directory_is_in_the_wheel_list() -> None:
+    """The images install a wheel: a subpackage missing from pyproject's explicit `packages`
+    would be missing from the API/operator images while the editable install hides it."""
+    import tomllib
+
+    setuptools_cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for top, directory in setuptools_cfg["package-dir"].items():
+        for init in (REPO / directory).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / directory)
+            found.add(".".join([top, *rel.parts]))
+    missing = sorted(found - set(setuptools_cfg["packages"]))
+    assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
