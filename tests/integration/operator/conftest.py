@@ -10,10 +10,9 @@ from pathlib import Path
 # The harness module sits beside the tests (pytest runs with --import-mode=importlib).
 sys.path.insert(0, str(Path(__file__).parent))
 
+import operator_harness as h
 import pytest
 from agentrun_devcluster.system import ControlledCluster, SyncKube
-
-import operator_harness as h  # noqa: E402
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from agentrun_contract import names
+from agentrun_contract.stream import StreamEvent, decode_transcript
 from agentrun_devcluster.system import (
     TEST_OPERATOR_ENV,
     TINY_RUNNER_COMMAND,
@@ -23,9 +25,6 @@ from agentrun_devcluster.system import (
     stop_process,
     wait_http_ok,
 )
-
-from agentrun_contract import names
-from agentrun_contract.stream import StreamEvent, decode_transcript
 
 NS = "default"
 RUNS = f"/apis/agentrun.dev/v1alpha1/namespaces/{NS}/agentruns"
@@ -77,9 +76,7 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def make_run(
-    kube: SyncKube, name: str, prompt: str = "hello", **spec: Any
-) -> dict[str, Any]:
+def make_run(kube: SyncKube, name: str, prompt: str = "hello", **spec: Any) -> dict[str, Any]:
     body = {
         "apiVersion": "agentrun.dev/v1alpha1",
         "kind": "AgentRun",
