@@ -157,12 +157,13 @@ def test_dev_seed_curl_run_completes_and_sigint_leaves_nothing(stub_dev: Dev) ->
 
     def finished() -> dict[str, object] | None:
         body = httpx.get(accepted["poll_url"], timeout=5).json()
-        return body if body["status"] in ("completed", "failed", "cancelled") else None
+        return body if body["status"] in ("succeeded", "failed", "cancelled") else None
 
     kube = dev.kube()
     final = kube.wait_for("the seed run to finish", finished, timeout=60, interval=0.3)
-    assert final["status"] == "completed", final
-    assert final["result"] == f"tiny result for {accepted['job_id']}"
+    assert final["status"] == "succeeded", final
+    result = httpx.get(f"{accepted['poll_url']}/result", timeout=5).json()
+    assert result["result"] == f"tiny result for {accepted['job_id']}"
 
     # a long run whose runner process is alive when Ctrl-C arrives
     r = httpx.post(f"{dev.url}/api/v1/runs", json={"prompt": "sleep=60"}, timeout=10)
