@@ -99,3 +99,18 @@ class ClusterThread:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Added by helper B: the cluster with its controllers and the full-stack harness live in
+# agentrun_devcluster.system (which imports this module); re-exported lazily from here.
+
+_SYSTEM_NAMES = ("ControlledCluster", "DevSystem", "SyncKube")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SYSTEM_NAMES:
+        from agentrun_devcluster import system
+
+        return getattr(system, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
