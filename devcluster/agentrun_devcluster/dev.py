@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 10.0
 READY_TIMEOUT_SECONDS = 120.0
-DEFAULT_CREDENTIALS_SECRET = "agentrun-llm-credentials"
+DEFAULT_CREDENTIALS_SECRET = "agentrun-llm-credentials"  # operator default
 CREDENTIAL_ENV_KEYS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "MODEL_NAME")
 STUB_MODEL = "openai/agentrun-stub"
 RUNNER_COMMANDS = {

@@ -182,6 +182,10 @@ TEST_OPERATOR_ENV: dict[str, str] = {
 }
 """Test-sized operator intervals (names from agentrun_operator.settings)."""
 
+DEFAULT_CREDENTIALS_SECRET = "agentrun-llm-credentials"
+TEST_LLM_CREDENTIALS: dict[str, str] = {"OPENAI_API_KEY": "test-not-a-real-key"}
+"""Put in the credentials Secret by DevSystem (the tiny runner never calls an LLM)."""
+
 
 def start_process(
     args: list[str], env: Mapping[str, str], log_path: Path
@@ -256,6 +260,7 @@ class DevSystem:
         operator_env_overrides: Mapping[str, str] | None = None,
         api_env_overrides: Mapping[str, str] | None = None,
         start_timeout: float = 60.0,
+        llm_credentials: Mapping[str, str] | None = None,
     ) -> None:
         _require_module("agentrun_api.main", "The API")
         _require_module("agentrun_operator.main", "The operator")
@@ -264,6 +269,9 @@ class DevSystem:
         self.operator_overrides = {**TEST_OPERATOR_ENV, **(operator_env_overrides or {})}
         self.api_overrides = dict(api_env_overrides or {})
         self.start_timeout = start_timeout
+        self.llm_credentials = (
+            dict(llm_credentials) if llm_credentials is not None else dict(TEST_LLM_CREDENTIALS)
+        )
         self.cluster = ControlledCluster(namespace=namespace)
         self.faults = self.cluster.faults
         self.workdir = Path(tempfile.mkdtemp(prefix="agentrun-system-"))
@@ -280,6 +288,7 @@ class DevSystem:
     def start(self) -> DevSystem:
         self.cluster.start()
         try:
+            self._seed_cluster()
             port = free_port()
             self.api_url = f"http://127.0.0.1:{port}"
             self.start_operator()
@@ -288,6 +297,31 @@ class DevSystem:
             self.stop()
             raise
         return self
+
+    def _seed_cluster(self) -> None:
+        """The namespace, and the LLM credentials Secret unless ``llm_credentials={}``."""
+        kube = SyncKube(self.cluster.base_url)
+        try:
+            if kube.get_or_none(f"/api/v1/namespaces/{self.namespace}") is None:
+                kube.create(
+                    "/api/v1/namespaces",
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}},
+                )
+            if self.llm_credentials:
+                name = self.operator_overrides.get(
+                    "AGENTRUN_OPERATOR_CREDENTIALS_SECRET", DEFAULT_CREDENTIALS_SECRET
+                )
+                kube.create(
+                    f"/api/v1/namespaces/{self.namespace}/secrets",
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "metadata": {"name": name},
+                        "stringData": self.llm_credentials,
+                    },
+                )
+        finally:
+            kube.close()
 
     def start_operator(self) -> None:
         self.operator_health_port = free_port()
