@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import itertools
 import logging
 import math
 import time
@@ -104,9 +105,11 @@ def is_active(body: Obj) -> bool:
     return not bool((status.get("transcript") or {}).get("complete"))
 
 
-def admission_key(body: Obj) -> tuple[str, str]:
+def admission_key(body: Obj, arrival: int) -> tuple[str, int, str]:
+    """FIFO key: creation time (one-second resolution), then the order this process first saw
+    the runs (watch order is creation order), then the name."""
     meta = body.get("metadata") or {}
-    return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+    return (str(meta.get("creationTimestamp") or ""), arrival, str(meta.get("name") or ""))
 
 
 class Admission:
@@ -117,11 +120,11 @@ class Admission:
         self.limit = limit
         self.kube = kube
         self.wake = wake
-        self.waiting: dict[str, tuple[str, str]] = {}
+        self.waiting: dict[str, tuple[str, int, str]] = {}
         self.granted: set[str] = set()
         self.lock = asyncio.Lock()
 
-    def enqueue(self, name: str, key: tuple[str, str]) -> None:
+    def enqueue(self, name: str, key: tuple[str, int, str]) -> None:
         self.waiting[name] = key
         metrics.QUEUE_DEPTH.labels(self.namespace).set(len(self.waiting))
 
@@ -172,6 +175,8 @@ class RunContext:
         self.events: dict[RunKey, asyncio.Event] = {}
         self.tasks: dict[RunKey, asyncio.Task[None]] = {}
         self.admissions: dict[str, Admission] = {}
+        self.arrivals: dict[RunKey, int] = {}
+        self._arrival = itertools.count()
 
     def admission(self, namespace: str) -> Admission:
         if namespace not in self.admissions:
@@ -194,6 +199,7 @@ class RunContext:
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if deleted:
             self.bodies.pop(key, None)
+            self.arrivals.pop(key, None)
             task = self.tasks.pop(key, None)
             if task is not None:
                 task.cancel()
@@ -201,6 +207,8 @@ class RunContext:
             self.admission(key[0]).notify()
             return
         self.bodies[key] = copy.deepcopy(dict(body))
+        if key not in self.arrivals:
+            self.arrivals[key] = next(self._arrival)
         if key not in self.tasks and is_active(body):
             self.events[key] = asyncio.Event()
             task = asyncio.create_task(self._run_task(key), name=f"run:{key[0]}/{key[1]}")
@@ -379,7 +387,10 @@ class RunReconciler:
         """Wait for a slot (FIFO by creation), then create the input Secret and the Job."""
         admission = self.ctx.admission(self.namespace)
         if self.name not in admission.waiting and self.name not in admission.granted:
-            admission.enqueue(self.name, admission_key(self.ctx.bodies[self.key]))
+            admission.enqueue(
+                self.name,
+                admission_key(self.ctx.bodies[self.key], self.ctx.arrivals.get(self.key, 0)),
+            )
         if not await admission.try_admit(self.name):
             return None
         try:
