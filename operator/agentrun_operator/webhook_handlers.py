@@ -48,6 +48,7 @@ from agentrun_contract.resource import (
     GROUP,
     PLURAL,
     RESULT_PLURAL,
+    TERMINAL_PHASES,
     VERSION,
     AgentRun,
     Phase,
@@ -96,6 +97,7 @@ RECORD_RETRY_SECONDS: Final = (0.2, 0.5, 1, 2, 5, 10)
 """Backoff of the status write that records an attempt, when the apiserver is unavailable."""
 
 Key = tuple[str, str]
+_TERMINAL_PHASE_VALUES: Final = frozenset(p.value for p in TERMINAL_PHASES)
 
 
 def _delivery_fields(state: WebhookDelivery) -> dict[str, Any]:
@@ -162,6 +164,10 @@ class WebhookDeliverer:
         key: Key = (str(metadata.get("namespace") or "default"), str(metadata.get("name")))
         if event_type == "DELETED" or metadata.get("deletionTimestamp"):
             self._forget(key, "the run is being deleted")
+            return
+        # Cheap checks on the raw object first: most events are of running runs.
+        phase = (obj.get("status") or {}).get("phase")
+        if phase not in _TERMINAL_PHASE_VALUES or not (obj.get("spec") or {}).get("webhookUrl"):
             return
         try:
             run = AgentRun.model_validate(obj)
@@ -254,9 +260,12 @@ class WebhookDeliverer:
                 try:
                     recorded = await self.deliver_once(namespace, name)
                     failures = 0
-                except (KubeError, OSError, TimeoutError) as exc:
-                    # The apiserver could not be read or written: the attempt (if one was made)
-                    # is not recorded, so it will be made again, with the same webhook-id.
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # The apiserver could not be read or written (or an unexpected error): the
+                    # attempt, if one was made, is not recorded, so it will be made again, with
+                    # the same webhook-id.
                     failures += 1
                     backoff = min(30.0, 0.5 * 2**failures)
                     log.warning(
@@ -432,6 +441,11 @@ class WebhookDeliverer:
     # ------------------------------------------------------------------ lifecycle
     def pending_count(self) -> int:
         return sum(1 for t in self._tracked.values() if not t.task.done())
+
+    async def join(self) -> None:
+        """Wait until no delivery is pending in this process (tests, and draining)."""
+        while tasks := [t.task for t in self._tracked.values() if not t.task.done()]:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def stop(self) -> None:
         """Cancel every delivery task (on shutdown or when leadership is lost). Unrecorded
