@@ -214,3 +214,33 @@ def test_dev_without_credentials_says_so_and_runs_fail_naming_the_secret(tmp_pat
     finally:
         code, output = stop_dev(dev, signal.SIGTERM)
     assert code == 0, output
+
+
+@pytest.mark.praisonai
+def test_dev_real_praisonai_runner_against_stub_llm(tmp_path: Path) -> None:
+    """The one end-to-end run of real PraisonAI through `agentrun dev --stub-llm`."""
+    dev = start_dev(tmp_path, "--stub-llm")
+    try:
+        r = httpx.post(
+            f"{dev.url}/api/v1/runs",
+            json=SEED_BODY,
+            headers={"Idempotency-Key": "unique-key-123"},
+            timeout=10,
+        )
+        assert r.status_code == 202, r.text
+        poll = r.json()["poll_url"]
+
+        def finished() -> dict[str, object] | None:
+            body = httpx.get(poll, timeout=5).json()
+            return body if body["status"] in ("succeeded", "failed", "cancelled") else None
+
+        final = dev.kube().wait_for("the PraisonAI run", finished, timeout=120, interval=0.5)
+        logs = (dev.state_dir / "operator.log").read_text(errors="replace")[-3000:]
+        assert final["status"] == "succeeded", (final, logs)
+        result = httpx.get(f"{poll}/result", timeout=5).json()["result"]
+        assert result.startswith("### PraisonAI Output ###")
+        assert "[agentrun stub LLM]" in result
+        assert "Analyze the quarterly sales data" in result
+    finally:
+        code, output = stop_dev(dev, signal.SIGINT)
+    assert code == 0, output
