@@ -248,8 +248,14 @@ class RunUpstream:
         self._announce()
 
     async def _follow(self) -> None:
-        backoff = self._settings.watch_retry_seconds
+        """Follow the watch from the list's resourceVersion until `complete` is stored.
+        410 -> re-list; other errors -> retry with doubling back-off. A watch that expires or
+        ends empty right after it was opened backs off too, so a misbehaving server is not
+        hammered."""
+        base = self._settings.watch_retry_seconds
+        backoff = base
         need_list = False
+        just_listed = False
         while not self.view.is_complete:
             opened = time.monotonic()
             received = False
@@ -257,6 +263,7 @@ class RunUpstream:
                 if need_list:
                     await self._relist()
                     need_list = False
+                    just_listed = True
                     continue
                 self._hub.metrics.watches_opened.inc()
                 async for event in self._hub.source.watch_chunks(self.run_name, self._rv):
@@ -266,14 +273,18 @@ class RunUpstream:
                     self._rv = event.resource_version or self._rv
                     if self.view.is_complete:
                         break
+                just_listed = False
                 if received or time.monotonic() - opened > 1.0:
-                    backoff = self._settings.watch_retry_seconds
+                    backoff = base
                     continue
-                # an empty watch that ended at once: do not spin
                 await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except Gone:
                 log.info("transcript watch expired; re-listing", extra={"run": self.run_name})
                 need_list = True
+                if just_listed and not received:
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except KubeError as exc:
                 log.warning(
                     "transcript watch failed; retrying",
