@@ -26,11 +26,10 @@ import copy
 import json
 import re
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import errors
+from . import cel, errors
 from .limits import check_sizes
 from .resources import ResourceType
 
@@ -330,20 +329,6 @@ def _validate_scalar(schema: dict[str, Any], value: Any, path: str, causes: Caus
 # -- CEL -------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=256)
-def _program(rule: str) -> Any:
-
-    env = _environment()
-    return env.program(env.compile(rule))
-
-
-@lru_cache(maxsize=1)
-def _environment() -> Any:
-    import celpy
-
-    return celpy.Environment()
-
-
 _REASON_PREFIX = {
     "FieldValueForbidden": "Forbidden: ",
     "FieldValueRequired": "Required value: ",
@@ -355,26 +340,24 @@ def _run_rules(schema: dict[str, Any], value: Any, old: Any, path: str, causes: 
     rules = schema.get("x-kubernetes-validations") or []
     if not rules:
         return
-    from celpy.adapter import json_to_cel
-
     for rule in rules:
         expression = rule.get("rule", "")
         transition = re.search(r"\boldSelf\b", expression) is not None
         if transition and old is _MISSING and not rule.get("optionalOldSelf"):
             continue
-        activation = {"self": json_to_cel(value)}
+        activation = {"self": value}
         if transition:
-            activation["oldSelf"] = json_to_cel(None if old is _MISSING else old)
+            activation["oldSelf"] = None if old is _MISSING else old
         field = path
         if rule.get("fieldPath"):
             field = (path + rule["fieldPath"]) if path else rule["fieldPath"].lstrip(".")
         shown = schema.get("type", "object")
         try:
-            result = _program(expression).evaluate(activation)
-        except Exception as exc:  # CEL runtime errors are reported, as the real server does
+            result = cel.evaluate(expression, activation)
+        except cel.CelError as exc:  # CEL runtime errors are reported, as the real server does
             causes.append((field, f'Invalid value: "{shown}": {exc} evaluating rule: {expression}'))
             continue
-        if isinstance(result, Exception) or not bool(result):
+        if result is not True:
             message = rule.get("message") or f"failed rule: {expression}"
             prefix = _REASON_PREFIX.get(rule.get("reason", ""), "")
             if prefix:
