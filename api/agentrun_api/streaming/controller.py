@@ -16,12 +16,12 @@ from litestar import Controller, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, Parameter, QueryParameter
-from litestar.response import Stream
 
 from agentrun_api.auth import require_run_reader
 from agentrun_api.schemas import ErrorBody
 from agentrun_api.streaming.hub import RunNotFound, ShuttingDown, StreamHub
 from agentrun_api.streaming.lifespan import STATE_KEY
+from agentrun_api.streaming.response import SSEStream
 from agentrun_api.streaming.resume import InvalidLastEventId, resume_cursor
 
 SSE_MEDIA_TYPE: Final = "text/event-stream"
@@ -117,7 +117,7 @@ class StreamController(Controller):
             ) from None
         if client is None:
             return Response(content=None, status_code=204)
-        return Stream(client.frames(), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+        return SSEStream(client, headers=SSE_HEADERS)
 
 
 class ShuttingDownHTTP(HTTPException):

@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Final
 
 from agentrun_contract import names
@@ -51,7 +51,7 @@ class ShuttingDown(RuntimeError):
 
 
 class StreamClient:
-    """One open stream. Iterate :meth:`frames` exactly once."""
+    """One open stream: iterate it (or :meth:`frames`) exactly once."""
 
     def __init__(
         self,
@@ -76,6 +76,30 @@ class StreamClient:
         self._wake = asyncio.Event()
         self.end_reason: str | None = None
         self.done = False
+        """True once [DONE] was handed to the server."""
+        self.finished = False
+        self.aborted = False
+        self._gen: AsyncGenerator[str, None] | None = None
+        self._abort: Callable[[], None] | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+
+    def __aiter__(self) -> AsyncGenerator[str, None]:
+        gen = self._gen
+        if gen is None:
+            gen = self._gen = self.frames()
+        return gen
+
+    async def aclose(self) -> None:
+        """Close the frames (runs their cleanup) whether or not they were iterated."""
+        if self._gen is not None:
+            await self._gen.aclose()
+        elif not self.finished:
+            self.finished = True
+            self._upstream.unsubscribe(self)
+
+    def bind_abort(self, abort: Callable[[], None]) -> None:
+        """How the response drops the connection when the stream cannot end by itself."""
+        self._abort = abort
 
     def push(self, frames: list[Frame]) -> None:
         """Hand new events (ids above everything handed before) to this client."""
@@ -86,18 +110,34 @@ class StreamClient:
             return
         if len(self._live) + len(fresh) > self._limit:
             # Keep what is buffered (it continues the client's cursor without a hole), send it,
-            # then end: the client resumes from its last id.
-            self.end("overflow")
+            # then end: the client resumes from its last id. A client that reads nothing at all
+            # keeps the server blocked in send: drop it by the next heartbeat.
+            self.end("overflow", abort_after=self._heartbeat)
             return
         self._live.extend(fresh)
         self._floor = fresh[-1].id
         self._wake.set()
 
-    def end(self, reason: str) -> None:
-        """End the stream after what is buffered has been sent (no [DONE])."""
+    def end(self, reason: str, *, abort_after: float | None = None) -> None:
+        """End the stream after what is buffered has been sent (no [DONE]). With
+        ``abort_after``, drop the connection if the stream has not ended by then (a client
+        that stopped reading)."""
         if self.end_reason is None:
             self.end_reason = reason
         self._wake.set()
+        if abort_after is not None and self._abort_timer is None and not self.finished:
+            loop = asyncio.get_running_loop()
+            self._abort_timer = loop.call_later(abort_after, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.finished or self._abort is None:
+            return
+        log.warning(
+            "dropping a stream that stopped reading",
+            extra={"run": self._upstream.run_name, "reason": self.end_reason, "id": self.cursor},
+        )
+        self.aborted = True
+        self._abort()
 
     def _take_batch(self) -> list[Frame]:
         source = self._backlog if self._backlog else self._live
@@ -106,7 +146,7 @@ class StreamClient:
             batch.append(source.popleft())
         return batch
 
-    async def frames(self) -> AsyncIterator[str]:
+    async def frames(self) -> AsyncGenerator[str, None]:
         """The SSE text: events after the cursor, heartbeats when idle, and after `complete`
         the [DONE] sentinel. Releases the client's share of the upstream when it ends, is
         cancelled (the client went away) or is closed."""
@@ -132,6 +172,9 @@ class StreamClient:
                 except TimeoutError:
                     yield HEARTBEAT
         finally:
+            self.finished = True
+            if self._abort_timer is not None:
+                self._abort_timer.cancel()
             self._upstream.unsubscribe(self)
 
 
@@ -409,7 +452,7 @@ class StreamHub:
         self.closing = True
         for upstream in list(self._upstreams.values()):
             for client in list(upstream.clients):
-                client.end("shutdown")
+                client.end("shutdown", abort_after=self.settings.drain_seconds)
 
     async def sweep_forever(self) -> None:
         """Every heartbeat: forget streams that never started and release idle upstreams, so
