@@ -87,6 +87,11 @@ class JobControllerSettings(BaseModel):
     watch_timeout_seconds: int = Field(
         default=60, description="timeoutSeconds of each watch request before it is renewed."
     )
+    workers: int = Field(
+        default=4,
+        ge=1,
+        description="Jobs synced concurrently (one Job is never synced twice at once).",
+    )
 
 
 def now_utc() -> datetime:
@@ -498,6 +503,8 @@ class JobController:
         self.tracking: dict[str, JobTracking] = {}
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._queued: set[tuple[str, str]] = set()
+        self._processing: set[tuple[str, str]] = set()
+        self._dirty: set[tuple[str, str]] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -507,9 +514,10 @@ class JobController:
         await asyncio.wait_for(self.pods.synced.wait(), 30)
         await asyncio.wait_for(self.jobs.synced.wait(), 30)
         self._tasks = [
-            asyncio.create_task(self._worker(), name="job controller"),
-            asyncio.create_task(self._resync(), name="job controller resync"),
+            asyncio.create_task(self._worker(), name=f"job controller {i}")
+            for i in range(self.settings.workers)
         ]
+        self._tasks.append(asyncio.create_task(self._resync(), name="job controller resync"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -523,6 +531,10 @@ class JobController:
         await self.pods.stop()
 
     def enqueue(self, key: tuple[str, str]) -> None:
+        """Queue ``key`` once; a key being synced is re-queued when that sync ends."""
+        if key in self._processing:
+            self._dirty.add(key)
+            return
         if key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
@@ -557,11 +569,17 @@ class JobController:
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
+            self._processing.add(key)
             try:
                 await self._sync(key)
             except Exception as exc:
                 log.warning("job sync %s/%s failed: %s; retrying", key[0], key[1], exc)
                 self.enqueue_after(key, 0.5)
+            finally:
+                self._processing.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self.enqueue(key)
 
     def pods_of(self, job: Obj) -> list[Obj]:
         ns = job["metadata"].get("namespace")
