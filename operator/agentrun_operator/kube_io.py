@@ -32,6 +32,7 @@ from agentrun_kube.errors import AlreadyExists, KubeError, NotFound, from_api_ex
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agentrun_operator import metrics
 from agentrun_operator.job_manifest import owned_metadata
 
 log = logging.getLogger("agentrun.operator")
@@ -76,6 +77,7 @@ class Kube:
 
     async def _call(self, coro: Any) -> Any:
         self.requests.count += 1
+        metrics.API_REQUESTS.inc()
         try:
             return await coro
         except ApiException as exc:

@@ -46,3 +46,7 @@ LEADER: Final = Gauge(
     "agentrun_operator_is_leader",
     "1 while this replica holds the leader Lease and reconciles.",
 )
+API_REQUESTS: Final = Counter(
+    "agentrun_operator_api_requests_total",
+    "Kubernetes API requests made by the reconciler (kopf's own watches not included).",
+)

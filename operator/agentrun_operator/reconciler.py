@@ -206,10 +206,16 @@ class RunContext:
             self.admission(key[0]).leave(key[1])
             self.admission(key[0]).notify()
             return
+        if key not in self.tasks and not is_active(body):
+            # A finished run needs nothing from us: keep no memory of it (10,000 stored runs
+            # must not cost 10,000 bodies).
+            self.bodies.pop(key, None)
+            self.arrivals.pop(key, None)
+            return
         self.bodies[key] = copy.deepcopy(dict(body))
         if key not in self.arrivals:
             self.arrivals[key] = next(self._arrival)
-        if key not in self.tasks and is_active(body):
+        if key not in self.tasks:
             self.events[key] = asyncio.Event()
             task = asyncio.create_task(self._run_task(key), name=f"run:{key[0]}/{key[1]}")
             self.tasks[key] = task
@@ -224,15 +230,28 @@ class RunContext:
     async def _run_task(self, key: RunKey) -> None:
         metrics.ACTIVE_RUNS.inc()
         try:
-            await RunReconciler(self, key).drive()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("run task failed; it restarts on the next event", extra={"run": key})
+            while True:
+                try:
+                    await RunReconciler(self, key).drive()
+                    break
+                except NotFound:
+                    break  # the run was deleted
+                except Exception:
+                    # Retryable or not, the run must not be forgotten: start over from what
+                    # the API says, after a pause (each step is idempotent).
+                    log.exception("run task failed; retrying", extra={"run": key[1]})
+                    await asyncio.sleep(self.settings.resync_seconds)
+                    if key not in self.bodies:
+                        break
         finally:
             metrics.ACTIVE_RUNS.dec()
             self.tasks.pop(key, None)
+            self.events.pop(key, None)
             self.admission(key[0]).leave(key[1])
+            body = self.bodies.get(key)
+            if body is not None and not is_active(body):
+                self.bodies.pop(key, None)
+                self.arrivals.pop(key, None)
 
     async def stop(self) -> None:
         tasks = list(self.tasks.values())
