@@ -37,15 +37,19 @@ def system(receiver: WebhookReceiver) -> Iterator[DevSystem]:
     with DevSystem(operator_env_overrides=env) as s:
         kube = SyncKube(s.cluster.base_url)
         try:
-            kube.create(
-                "/api/v1/namespaces/default/secrets",
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": "agentrun-llm-credentials"},
-                    "stringData": {"OPENAI_API_KEY": "sk-test-not-used"},
-                },
-            )
+            if (
+                kube.get_or_none("/api/v1/namespaces/default/secrets/agentrun-llm-credentials")
+                is None
+            ):
+                kube.create(
+                    "/api/v1/namespaces/default/secrets",
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "metadata": {"name": "agentrun-llm-credentials"},
+                        "stringData": {"OPENAI_API_KEY": "sk-test-not-used"},
+                    },
+                )
         finally:
             kube.close()
         yield s
