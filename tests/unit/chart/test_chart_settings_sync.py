@@ -142,7 +142,8 @@ def test_every_setting_has_a_value_or_is_listed(
             missing.append(f"{path} (expected values {values_path})")
     assert not missing, (
         f"{model.__name__} fields with no Helm value: add them to charts/agentrun/values.yaml "
-        f"(and values.schema.json, README), or list them as not exposed in this test: {missing}"
+        "(with a comment), run tools/chart-values-schema and tools/chart-values-table --write, "
+        f"or list them as not exposed in this test: {missing}"
     )
 
 
@@ -409,3 +410,21 @@ def test_readme_values_table_lists_every_value() -> None:
 
     missing = [p for p in leaves(VALUES, "") if f"`{p}`" not in readme]
     assert not missing, f"charts/agentrun/README.md values table lacks {missing}"
+
+
+@pytest.mark.parametrize(
+    "tool", ["tools/chart-values-schema", "tools/chart-values-table"], ids=["schema", "table"]
+)
+def test_generated_files_are_current(tool: str) -> None:
+    """values.schema.json and the README's values table are generated from values.yaml and the
+    settings models; the committed ones must match."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(CHART.parents[1] / tool), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
