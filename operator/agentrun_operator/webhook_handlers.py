@@ -222,17 +222,26 @@ class WebhookDeliverer:
     async def _write_if_unchanged(
         self, run: AgentRun, expected: WebhookDelivery | None, new: WebhookDelivery
     ) -> bool:
+        """Write ``new`` as status.webhook if the run is still the version the decision was
+        made on. A terminal run may see no further event, so an unavailable apiserver is
+        retried here rather than left to a later event."""
         namespace = run.metadata.namespace or "default"
-        try:
-            await self.kube.patch_run_status(
-                namespace,
-                run.metadata.name,
-                {"webhook": _delivery_fields(new)},
-                resource_version=run.metadata.resource_version,
-            )
-        except (Conflict, NotFound):
-            return False  # changed meanwhile: the next event decides again
-        return True
+        delays = list(RECORD_RETRY_SECONDS)
+        while True:
+            try:
+                await self.kube.patch_run_status(
+                    namespace,
+                    run.metadata.name,
+                    {"webhook": _delivery_fields(new)},
+                    resource_version=run.metadata.resource_version,
+                )
+                return True
+            except (Conflict, NotFound):
+                return False  # changed meanwhile: its own event decides again
+            except KubeError as exc:
+                if not exc.retryable or not delays:
+                    raise
+                await asyncio.sleep(delays.pop(0))
 
     # ------------------------------------------------------------------ delivery task
     async def _run_delivery(self, key: Key) -> None:

@@ -16,6 +16,7 @@ from agentrun_operator import webhook_handlers
 from agentrun_operator.settings import OperatorSettings
 from agentrun_operator.webhook_handlers import WebhookDeliverer
 from agentrun_webhooks.delivery import AttemptKind, AttemptOutcome
+from prometheus_client import REGISTRY
 
 
 class FakeKube:
@@ -151,7 +152,13 @@ async def test_terminal_run_without_state_gets_a_pending_delivery(recorder: Reco
     assert patch["webhook"]["id"].startswith("msg_")
 
 
+def sample(name: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value(name, {"outcome": outcome}) or 0.0
+
+
 async def test_pending_delivery_is_sent_once_and_recorded(recorder: Recorder) -> None:
+    attempts_before = sample("agentrun_operator_webhook_attempts_total", "delivered")
+    deliveries_before = sample("agentrun_operator_webhook_deliveries_total", "delivered")
     kube = FakeKube()
     d = deliverer(kube)
     obj = kube.put(run_obj(webhook={"state": "pending", "id": "msg_1"}))
@@ -167,6 +174,10 @@ async def test_pending_delivery_is_sent_once_and_recorded(recorder: Recorder) ->
     state = kube.runs["run-a"]["status"]["webhook"]
     assert (state["state"], state["attempts"]) == ("delivered", 1)
     assert [r for r, _ in kube.events] == ["WebhookDelivered"]
+    assert sample("agentrun_operator_webhook_attempts_total", "delivered") == attempts_before + 1
+    assert (
+        sample("agentrun_operator_webhook_deliveries_total", "delivered") == deliveries_before + 1
+    )
 
 
 async def test_retries_are_recorded_before_the_next_attempt(recorder: Recorder) -> None:
