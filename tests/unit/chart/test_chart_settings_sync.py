@@ -428,3 +428,21 @@ def test_generated_files_are_current(tool: str) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_chart_level_defaults_match_the_process_defaults() -> None:
+    """Values mapped onto settings outside <component>.settings default to the same thing."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    operator = OperatorSettings.model_construct()
+    api = APISettings.model_construct()
+    runner = VALUES["runner"]
+    assert f"{runner['image']['repository']}:{chart['appVersion']}" == operator.runner_image
+    assert runner["image"]["pullPolicy"] == operator.runner_image_pull_policy
+    assert runner["command"] == operator.runner_command
+    assert runner["resources"] == operator.runner_resources.model_dump()
+    assert runner["serviceAccount"]["name"] == operator.runner_service_account
+    assert VALUES["llm"]["credentialsSecret"] == operator.credentials_secret
+    assert VALUES["frameworks"] == operator.frameworks == api.frameworks
+    assert VALUES["timeoutMaxSeconds"] == operator.timeout_max_seconds == api.timeout_max_seconds
+    assert VALUES["auth"]["enabled"] == api.auth_enabled
+    assert VALUES["clusterWide"] == operator.cluster_wide
