@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from agentrun_webhooks.delivery import AttemptKind, attempt_delivery
 from agentrun_webhooks.policy import StaticResolver, WebhookPolicySettings
@@ -164,3 +166,70 @@ async def test_proxy_variables_are_ignored(
     assert outcome.kind is AttemptKind.DELIVERED
     assert len(receiver.wait_for(1)) == 1
     assert proxy == []  # nothing went through the proxy
+
+
+@pytest.fixture
+def tls_receiver() -> Iterator[tuple[int, ssl.SSLContext, list[str]]]:
+    """An HTTPS server on 127.0.0.1 with a certificate for hooks.example.com from a test CA;
+    yields (port, a client context trusting that CA, the SNI names it was asked for)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.example.com").configure_cert(server_context)
+    sni: list[str] = []
+    server_context.sni_callback = lambda _sock, name, _ctx: sni.append(name or "")  # type: ignore[assignment]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    try:
+        yield int(server.server_address[1]), client_context, sni
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+async def test_https_to_the_checked_address_verifies_the_url_host(
+    tls_receiver: tuple[int, ssl.SSLContext, list[str]],
+) -> None:
+    port, client_context, sni = tls_receiver
+    resolver = StaticResolver(
+        {"hooks.example.com": ["127.0.0.1"], "other.example.com": ["127.0.0.1"]}
+    )
+    outcome = await attempt_delivery(
+        f"https://hooks.example.com:{port}/h",
+        b"{}",
+        {},
+        DEV,
+        FAST,
+        resolver,
+        transport=httpx.AsyncHTTPTransport(verify=client_context),
+    )
+    assert outcome.kind is AttemptKind.DELIVERED, outcome
+    assert outcome.address == "127.0.0.1"
+    assert sni == ["hooks.example.com"]  # SNI is the URL's host, not the IP connected to
+    # the certificate is checked against the URL's host too: a name it does not cover fails
+    outcome = await attempt_delivery(
+        f"https://other.example.com:{port}/h",
+        b"{}",
+        {},
+        DEV,
+        FAST,
+        resolver,
+        transport=httpx.AsyncHTTPTransport(verify=client_context),
+    )
+    assert outcome.kind is AttemptKind.CONNECT_ERROR
+    assert "certificate" in (outcome.error or "").lower()
