@@ -203,3 +203,15 @@ def test_network_policies(render, default_docs) -> None:  # type: ignore[no-unty
     # Only the operator delivers webhooks.
     assert len(api["egress"]) == 2
     assert len(policies[f"{FULLNAME}-operator"]["spec"]["egress"]) == 3
+
+
+def test_api_drains_before_sigterm(render, default_docs) -> None:  # type: ignore[no-untyped-def]
+    """A preStop sleep shorter than the grace period: the Service stops routing first."""
+    spec = named(default_docs, "Deployment", f"{FULLNAME}-api")["spec"]["template"]["spec"]
+    sleep = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 0 < sleep < spec["terminationGracePeriodSeconds"]
+    docs = render(sets=("api.preStopSleepSeconds=0",))
+    container = named(docs, "Deployment", f"{FULLNAME}-api")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert "lifecycle" not in container
