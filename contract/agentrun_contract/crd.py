@@ -127,7 +127,10 @@ def _crd(
                 "plural": plural,
                 "singular": singular,
                 "shortNames": short_names,
-                "categories": ["agentrun"],
+                # Not "agentrun": kubectl expands a category before it maps a resource name, so
+                # a category equal to AgentRun's singular made `kubectl get|annotate agentrun
+                # NAME` fail ("you must specify only one resource"), on real clusters too.
+                "categories": ["agentrun-all"],
             },
             "versions": [version],
         },
