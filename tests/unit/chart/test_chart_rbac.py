@@ -110,7 +110,7 @@ def test_operator_rbac_namespaced_by_default(default_docs: list[Manifest]) -> No
     assert by_kind == {
         f"Role/agents/{FULLNAME}-operator": OPERATOR_RULES,
         f"Role/agents/{FULLNAME}-operator-leases": LEASE_RULES,
-        f"ClusterRole//{FULLNAME}-operator-discovery": DISCOVERY_RULES,
+        f"ClusterRole//{FULLNAME}-agents-operator-discovery": DISCOVERY_RULES,
     }
 
 
@@ -120,9 +120,17 @@ def test_operator_gets_a_role_in_each_watched_namespace(render) -> None:  # type
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert flatten(role) == OPERATOR_RULES
-    assert not [
-        c for c in of_kind(docs, "ClusterRole") if c["metadata"]["name"] == f"{FULLNAME}-operator"
-    ]
+    # Namespaced: the only cluster-wide grant is kopf's read-only discovery.
+    assert [flatten(c) for c in of_kind(docs, "ClusterRole")] == [DISCOVERY_RULES]
+
+
+def test_cluster_scoped_names_carry_the_namespace(render) -> None:  # type: ignore[no-untyped-def]
+    """Two releases of the same name in two namespaces must not fight over cluster objects."""
+    docs = render(CHART / "ci" / "cluster-wide-values.yaml")
+    cluster_scoped = of_kind(docs, "ClusterRole") + of_kind(docs, "ClusterRoleBinding")
+    assert len(cluster_scoped) == 4
+    for obj in cluster_scoped:
+        assert obj["metadata"]["name"].startswith(f"{FULLNAME}-agents-")
 
 
 def test_operator_cluster_wide_uses_one_cluster_role(render) -> None:  # type: ignore[no-untyped-def]
@@ -130,8 +138,8 @@ def test_operator_cluster_wide_uses_one_cluster_role(render) -> None:  # type: i
     bound = roles_bound_to(docs, f"{FULLNAME}-operator")
     cluster = {r["metadata"]["name"]: flatten(r) for _, r in bound if r["kind"] == "ClusterRole"}
     assert cluster == {
-        f"{FULLNAME}-operator": OPERATOR_RULES,
-        f"{FULLNAME}-operator-discovery": DISCOVERY_RULES,
+        f"{FULLNAME}-agents-operator": OPERATOR_RULES,
+        f"{FULLNAME}-agents-operator-discovery": DISCOVERY_RULES,
     }
     namespaced = [r for _, r in bound if r["kind"] == "Role"]
     assert [r["metadata"]["name"] for r in namespaced] == [f"{FULLNAME}-operator-leases"]
