@@ -357,7 +357,7 @@ def test_gone_stops_retries(
 
 
 def test_schedule_exhausted_then_redelivered_by_annotation(
-    kube: SyncKube, receiver: WebhookReceiver, operator: WebhookOperator
+    kube: SyncKube, receiver: WebhookReceiver, operator: WebhookOperator, cluster: ClusterThread
 ) -> None:
     url, path = path_of(receiver, "down")
     receiver.script(*[Answer(status=502)] * 4, path=path)
@@ -379,7 +379,21 @@ def test_schedule_exhausted_then_redelivered_by_annotation(
     # the same value again does nothing; a new one sends once more
     time.sleep(0.5)
     assert len(receiver.requests(path)) == 5
-    kube.merge_patch(f"{RUNS}/down", {"metadata": {"annotations": {"agentrun.dev/redeliver": "2"}}})
+    subprocess.run(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "annotate",
+            "agentrun",
+            "down",
+            "agentrun.dev/redeliver=2",
+            "--overwrite",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     receiver.wait_for(6, path=path)
     assert wait_state(kube, "down", "delivered")["redeliverToken"] == "2"
 
