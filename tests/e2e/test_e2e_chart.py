@@ -305,3 +305,23 @@ def test_chart_install_runs_the_seed_request_to_completion(install: Install) -> 
     listed = run(binary("kubectl"), "-n", install.namespace, "get", "agentruns", "-o", "json")
     items = json.loads(listed)["items"]
     assert [i["status"]["phase"] for i in items] == ["Succeeded"]
+
+
+def test_chart_upgrade_keeps_runs_and_scales(install: Install) -> None:
+    """`helm upgrade` (CRDs included, since they are templated) keeps every run; two API
+    replicas get a PodDisruptionBudget and both serve."""
+    helm, kubectl = binary("helm"), binary("kubectl")
+    run(
+        helm, "upgrade", "agentrun", str(CHART), "--namespace", install.namespace,
+        "--reuse-values", "--set", "api.replicas=2", "--wait", "--timeout", "10m",
+    )  # fmt: skip
+    pdb = json.loads(
+        run(kubectl, "-n", install.namespace, "get", "pdb", "agentrun-api", "-o", "json")
+    )
+    assert pdb["spec"]["minAvailable"] == 1
+    deployment = json.loads(
+        run(kubectl, "-n", install.namespace, "get", "deploy", "agentrun-api", "-o", "json")
+    )
+    assert deployment["status"].get("readyReplicas") == 2
+    items = json.loads(run(kubectl, "-n", install.namespace, "get", "agentruns", "-o", "json"))
+    assert len(items["items"]) == 1
