@@ -945,7 +945,8 @@ class PodWorker:
             await self._terminated_without_start("StartError", 128, str(exc))
             await self._wait_deleted_then_remove()
             return
-        if prepared is None:
+        if prepared is None or self.deleting.is_set():
+            # deleted before the container started: it never starts
             await self._finish_never_started()
             return
         argv, env, workdir = prepared

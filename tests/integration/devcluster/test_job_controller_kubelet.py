@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -328,11 +329,16 @@ def test_deadline_pod_sees_sigterm_and_failed_waits_for_it(
     kube.create(
         JOBS,
         job_manifest(
-            "sigterm", script, activeDeadlineSeconds=1, pod={"terminationGracePeriodSeconds": 10}
+            "sigterm", script, activeDeadlineSeconds=4, pod={"terminationGracePeriodSeconds": 10}
         ),
     )
     pod = one_pod(kube, "sigterm")
     name = pod["metadata"]["name"]
+    # the handler is installed before the deadline (4 s is generous for a python start)
+    kube.wait_for(
+        "the process to run", lambda: kube.http.get(f"{PODS}/{name}/log").text == "running\n", 20
+    )
+    assert "FailureTarget" not in conditions(job(kube, "sigterm"))
     target = wait_condition(kube, "sigterm", "FailureTarget", timeout=20)
     assert "Failed" not in conditions(target)
     # the pod is terminating (graceful deletion), the process got SIGTERM
@@ -369,12 +375,16 @@ def test_sigterm_ignoring_process_is_sigkilled_after_grace(
     kube.create(
         JOBS,
         job_manifest(
-            "stubborn", script, activeDeadlineSeconds=1, pod={"terminationGracePeriodSeconds": 1}
+            "stubborn", script, activeDeadlineSeconds=4, pod={"terminationGracePeriodSeconds": 1}
         ),
     )
     pod = one_pod(kube, "stubborn")
-    kube.wait_for("running", lambda: cluster.running_pids(), 20)
+    name = pod["metadata"]["name"]
+    kube.wait_for(
+        "SIGTERM ignored", lambda: kube.http.get(f"{PODS}/{name}/log").text == "stubborn\n", 20
+    )
     pids = list(cluster.running_pids())
+    assert pids
     failed = wait_condition(kube, "stubborn", "Failed", timeout=30)
     assert condition(failed, "Failed")["reason"] == "DeadlineExceeded"  # type: ignore[index]
     assert kube.get_or_none(f"{PODS}/{pod['metadata']['name']}") is None
@@ -596,3 +606,52 @@ def test_stop_kills_every_container(tmp_path: Path) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_deleted_pod_ignoring_sigterm_lives_its_grace_then_exit_137(
+    kube: SyncKube, cluster: ControlledCluster
+) -> None:
+    script = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('stubborn', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    # a finalizer holds the object after the kubelet's final delete, so its last status shows
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "stubborn-pod", "finalizers": ["agentrun.test/hold"]},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "c", "image": "x", "command": ["python", "-c", script]}],
+        },
+    }
+    kube.create(PODS, pod)
+    kube.wait_for(
+        "SIGTERM ignored",
+        lambda: kube.http.get(f"{PODS}/stubborn-pod/log").text == "stubborn\n",
+        20,
+    )
+    pids = list(cluster.running_pids())
+    assert pids
+    started = time.monotonic()
+    kube.delete(f"{PODS}/stubborn-pod")
+    final = kube.wait_for(
+        "terminated state",
+        lambda: (p := kube.get(f"{PODS}/stubborn-pod")) and terminated(p) and p,
+        30,
+    )
+    lived = time.monotonic() - started
+    assert lived >= 1.5  # it ignored SIGTERM: only SIGKILL after the 2 s grace ended it
+    term = terminated(final)
+    assert term is not None
+    assert term["exitCode"] == 137
+    assert term["reason"] == "Error"
+    assert final["status"]["phase"] == "Failed"
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    kube.merge_patch(f"{PODS}/stubborn-pod", {"metadata": {"finalizers": []}})
+    kube.wait_for("pod gone", lambda: kube.get_or_none(f"{PODS}/stubborn-pod") is None, 10)
