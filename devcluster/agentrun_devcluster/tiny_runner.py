@@ -50,11 +50,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import get_args
 
-from agentrun_contract.runner import (
-    ENV_TERMINATION_MESSAGE_PATH,
-    TERMINATION_MESSAGE_PATH,
-    ExitCode,
-)
+from agentrun_contract.runner import ExitCode
 from agentrun_runner.events import (
     EXIT_CODE_FOR_REASON,
     ErrorReason,
@@ -67,6 +63,7 @@ from agentrun_runner.inputs import (
     missing_credentials_message,
     read_inputs,
 )
+from agentrun_runner.main import termination_message_path
 
 SUPPORTED_FRAMEWORKS = ("praisonai",)
 _DIRECTIVE = re.compile(r"^([a-z_]+)(?:=(\S+))?$")
@@ -164,9 +161,7 @@ def _imitation_script(run_id: str, nonce: str) -> str:
 
 
 def _finish(code: ExitCode, detail: str) -> int:
-    write_termination_message(
-        os.environ.get(ENV_TERMINATION_MESSAGE_PATH, TERMINATION_MESSAGE_PATH), code, detail
-    )
+    write_termination_message(termination_message_path(os.environ), code, detail)
     return int(code)
 
 
@@ -249,7 +244,7 @@ def main() -> int:
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         writer.interrupted(signal.Signals(signum).name)
         write_termination_message(
-            os.environ.get(ENV_TERMINATION_MESSAGE_PATH, TERMINATION_MESSAGE_PATH),
+            termination_message_path(os.environ),
             ExitCode.INTERRUPTED,
             f"interrupted by {signal.Signals(signum).name}",
         )

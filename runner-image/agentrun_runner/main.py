@@ -22,11 +22,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 
 from agentrun_runner.interrupt import Interrupter
 
 ENV_NO_TINI = "AGENTRUN_RUNNER_NO_TINI"
 """``1``: never re-exec under tini, even as PID 1."""
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 TINI_PATHS = ("/usr/bin/tini", "/sbin/tini", "/usr/local/bin/tini")
 
 
@@ -48,6 +50,19 @@ def _reexec_under_tini() -> None:
     os.execv(tini, [tini, "-g", "--", sys.executable, "-m", "agentrun_runner", *sys.argv[1:]])
 
 
+def termination_message_path(env: Mapping[str, str]) -> str | None:
+    """$AGENTRUN_TERMINATION_MESSAGE_PATH, else Kubernetes' default path when it exists (the
+    kubelet creates it); None outside a pod, so a run by hand never creates /dev files."""
+    configured = env.get("AGENTRUN_TERMINATION_MESSAGE_PATH")
+    if configured:
+        return configured
+    return (
+        DEFAULT_TERMINATION_MESSAGE_PATH
+        if os.path.exists(DEFAULT_TERMINATION_MESSAGE_PATH)
+        else None
+    )
+
+
 def main() -> int:
     """The console script. Never returns: exits the process with an ExitCode."""
     _reexec_under_tini()
@@ -57,9 +72,7 @@ def main() -> int:
     os.set_inheritable(out_fd, False)
     interrupter = Interrupter(out_fd, run_id, nonce)
     interrupter.install()
-    interrupter.termination_message_path = os.environ.get(
-        "AGENTRUN_TERMINATION_MESSAGE_PATH", "/dev/termination-log"
-    )
+    interrupter.termination_message_path = termination_message_path(os.environ)
 
     from agentrun_runner.run import run_task
 

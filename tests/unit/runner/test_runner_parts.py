@@ -325,3 +325,13 @@ def test_describe_failure_is_one_short_line() -> None:
     assert message.startswith("the agent failed: RuntimeError: 1 of 1 task(s) failed")
     assert "\n" not in message
     assert len(message) <= 2000
+
+
+def test_termination_message_path_outside_a_pod_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main.termination_message_path({contract.ENV_TERMINATION_MESSAGE_PATH: "/x"}) == "/x"
+    monkeypatch.setattr(main, "DEFAULT_TERMINATION_MESSAGE_PATH", str(tmp_path / "absent"))
+    assert main.termination_message_path({}) is None
+    (tmp_path / "absent").write_text("")
+    assert main.termination_message_path({}) == str(tmp_path / "absent")
