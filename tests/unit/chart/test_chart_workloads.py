@@ -215,3 +215,28 @@ def test_api_drains_before_sigterm(render, default_docs) -> None:  # type: ignor
         "containers"
     ][0]
     assert "lifecycle" not in container
+
+
+def test_optional_ingress_routes_to_the_api_service(render, default_docs) -> None:  # type: ignore[no-untyped-def]
+    assert of_kind(default_docs, "Ingress") == []
+    docs = render(CHART / "ci" / "ha-values.yaml")
+    (ingress,) = of_kind(docs, "Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["agents.example.com"], "secretName": "agents-example-com-tls"}
+    ]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "agents.example.com"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": f"{FULLNAME}-api", "port": {"name": "http"}}
+    assert (
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    )
+
+
+def test_ingress_without_hosts_is_refused(helm: str) -> None:
+    from chart_manifests import run_helm
+
+    proc = run_helm(helm, "template", "rel", str(CHART), "--set", "api.ingress.enabled=true")
+    assert proc.returncode != 0
+    assert "api.ingress.hosts" in proc.stderr
