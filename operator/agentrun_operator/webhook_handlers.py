@@ -282,10 +282,18 @@ class WebhookDeliverer:
                     )
                     await asyncio.sleep(backoff)
                     continue
-                if recorded is None or recorded.state is not WebhookState.PENDING:
-                    return
                 tracked = self._tracked.get(key)
-                if tracked is None:
+                if tracked is None or recorded is None:
+                    return
+                if recorded.state is not WebhookState.PENDING:
+                    # A redelivery whose event arrived during the attempt is the next job.
+                    seen = AgentRun.model_validate(tracked.body).status.webhook
+                    if (
+                        seen is not None
+                        and seen.state is WebhookState.PENDING
+                        and seen.redeliver_token != recorded.redeliver_token
+                    ):
+                        continue
                     return
                 # Continue from what was recorded, even before its watch event arrives.
                 body = dict(tracked.body)
@@ -301,7 +309,8 @@ class WebhookDeliverer:
 
     async def deliver_once(self, namespace: str, name: str) -> WebhookDelivery | None:
         """If the run's delivery is pending and due (read fresh from the apiserver), send one
-        attempt and record it. Returns the recorded state (None when nothing was done)."""
+        attempt and record it. Returns the delivery as it now stands (the recorded state, or
+        a newer one that superseded it); None when the run or its delivery is gone."""
         try:
             raw = await self.kube.get_run(namespace, name)
         except NotFound:
@@ -320,12 +329,11 @@ class WebhookDeliverer:
         else:
             outcome = await self._attempt(run, state, url)
         new = plan_after_attempt(state, outcome, self.settings.webhook, datetime.now(UTC), self.rng)
-        recorded = await self._record(run, raw, state, new)
-        if recorded is None:
-            return None
-        WEBHOOK_ATTEMPTS.labels(outcome=outcome.kind.value).inc()
-        await self._report(run, new, outcome)
-        return new
+        written, current = await self._record(run, raw, state, new)
+        if written:
+            WEBHOOK_ATTEMPTS.labels(outcome=outcome.kind.value).inc()
+            await self._report(run, new, outcome)
+        return current
 
     async def _attempt(self, run: AgentRun, state: WebhookDelivery, url: str) -> AttemptOutcome:
         result = await self._read_result(run) if run.phase is Phase.SUCCEEDED else None
@@ -390,10 +398,12 @@ class WebhookDeliverer:
         raw: Mapping[str, Any],
         expected: WebhookDelivery,
         new: WebhookDelivery,
-    ) -> WebhookDelivery | None:
-        """Write ``new`` as status.webhook, unless the delivery changed since ``raw`` was read
-        (then None). Retries through conflicts caused by unrelated writes, and through an
-        unavailable apiserver for a while (then raises: the attempt is made again)."""
+    ) -> tuple[bool, WebhookDelivery | None]:
+        """Write ``new`` as status.webhook unless the delivery changed since ``raw`` was read.
+
+        Returns (written, the delivery as it now stands). Retries through conflicts caused by
+        unrelated writes, and through an unavailable apiserver for a while (then raises: the
+        attempt is made again, with the same webhook-id)."""
         namespace = run.metadata.namespace or "default"
         resource_version = (raw.get("metadata") or {}).get("resourceVersion")
         delays = list(RECORD_RETRY_SECONDS)
@@ -405,15 +415,18 @@ class WebhookDeliverer:
                     {"webhook": _delivery_fields(new)},
                     resource_version=resource_version,
                 )
-                return new
+                return True, new
             except NotFound:
-                return None
+                return False, None
             except Conflict:
-                current = AgentRun.model_validate(
-                    await self.kube.get_run(namespace, run.metadata.name)
-                )
+                try:
+                    current = AgentRun.model_validate(
+                        await self.kube.get_run(namespace, run.metadata.name)
+                    )
+                except NotFound:
+                    return False, None
                 if not _same_delivery(current.status.webhook, expected):
-                    return None  # e.g. a redelivery reset it: that wins
+                    return False, current.status.webhook  # e.g. a redelivery reset it: it wins
                 resource_version = current.metadata.resource_version
             except KubeError as exc:
                 if not exc.retryable or not delays:

@@ -246,7 +246,10 @@ async def test_record_yields_to_a_concurrent_redelivery(
         return AttemptOutcome(kind=AttemptKind.HTTP_ERROR, status_code=500)
 
     monkeypatch.setattr(webhook_handlers, "attempt_delivery", attempt_while_reset)
-    assert await d.deliver_once("default", "run-a") is None
+    current = await d.deliver_once("default", "run-a")
+    assert current is not None
+    assert (current.state.value, current.attempts, current.redeliver_token) == ("pending", 0, "x")
+    assert kube.patches == []  # the outdated outcome was not written over the reset
     assert kube.runs["run-a"]["status"]["webhook"] == {
         "state": "pending",
         "id": "m5",
