@@ -47,8 +47,9 @@ def helm_template(
     values_files: tuple[Path, ...] = (),
     sets: tuple[str, ...] = (),
     namespace: str = NAMESPACE,
+    release: str = RELEASE,
 ) -> list[Manifest]:
-    args = ["template", RELEASE, str(CHART), "--namespace", namespace]
+    args = ["template", release, str(CHART), "--namespace", namespace]
     for path in values_files:
         args += ["-f", str(path)]
     for item in sets:
