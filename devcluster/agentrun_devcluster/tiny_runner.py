@@ -47,25 +47,20 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from types import FrameType
-from typing import get_args
+from typing import TYPE_CHECKING
 
-from agentrun_contract.runner import ExitCode
-from agentrun_runner.events import (
-    EXIT_CODE_FOR_REASON,
-    ErrorReason,
-    EventWriter,
-    write_termination_message,
-)
-from agentrun_runner.inputs import (
-    InputError,
-    identity,
-    missing_credentials_message,
-    read_inputs,
-)
+# Standard library only up to here (and in these two): the SIGTERM handler is installed before
+# the contract (pydantic) is imported, as in the real runner.
+from agentrun_runner.interrupt import Interrupter
 from agentrun_runner.main import termination_message_path
 
+if TYPE_CHECKING:
+    from agentrun_contract.runner import ExitCode
+    from agentrun_runner.events import ErrorReason, EventWriter
+
 SUPPORTED_FRAMEWORKS = ("praisonai",)
+ERROR_REASONS = ("agent_error", "bad_input", "missing_credentials", "internal")
+"""agentrun_contract.runner.ErrorData's reasons (a unit test keeps them equal)."""
 _DIRECTIVE = re.compile(r"^([a-z_]+)(?:=(\S+))?$")
 
 
@@ -126,8 +121,8 @@ def parse_directives(prompt: str) -> Directives:
         elif name == "exit":
             found.exit_code = int(value)
         elif name == "error":
-            if value not in get_args(ErrorReason):
-                raise ValueError(f"error={value}: not one of {get_args(ErrorReason)}")
+            if value not in ERROR_REASONS:
+                raise ValueError(f"error={value}: not one of {ERROR_REASONS}")
             found.error = value  # type: ignore[assignment]
     return found
 
@@ -161,12 +156,18 @@ def _imitation_script(run_id: str, nonce: str) -> str:
 
 
 def _finish(code: ExitCode, detail: str) -> int:
+    from agentrun_runner.events import write_termination_message
+
     write_termination_message(termination_message_path(os.environ), code, detail)
     return int(code)
 
 
 def run(writer: EventWriter) -> int:
     """The tiny run; returns the exit code."""
+    from agentrun_contract.runner import ExitCode
+    from agentrun_runner.events import EXIT_CODE_FOR_REASON, EventWriter
+    from agentrun_runner.inputs import InputError, missing_credentials_message, read_inputs
+
     env = os.environ
     try:
         inputs = read_inputs(env, require_agent=False)
@@ -237,21 +238,18 @@ def run(writer: EventWriter) -> int:
 
 
 def main() -> int:
-    run_id, nonce = identity(os.environ)
+    env = os.environ
     out_fd = os.dup(1)
-    writer = EventWriter(out_fd, run_id=run_id, nonce=nonce)
+    os.set_inheritable(out_fd, False)
+    interrupter = Interrupter(out_fd, env.get("AGENTRUN_RUN_ID", ""), env.get("AGENTRUN_NONCE", ""))
+    interrupter.termination_message_path = termination_message_path(env)
+    interrupter.install()
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        writer.interrupted(signal.Signals(signum).name)
-        write_termination_message(
-            termination_message_path(os.environ),
-            ExitCode.INTERRUPTED,
-            f"interrupted by {signal.Signals(signum).name}",
-        )
-        os._exit(ExitCode.INTERRUPTED)
+    from agentrun_contract.runner import ExitCode
+    from agentrun_runner.events import EventWriter
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, on_sigterm)
+    writer = EventWriter(out_fd, run_id=interrupter.run_id, nonce=interrupter.nonce)
+    interrupter.writer = writer
     try:
         code = run(writer)
     except Exception as exc:  # the tiny runner's own bug: still end with a clear event

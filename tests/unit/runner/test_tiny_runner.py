@@ -191,7 +191,7 @@ def test_sigterm_writes_interrupted_and_exits_143(tmp_path: Path) -> None:
     assert time.monotonic() - started < 20
     events = _events(out.splitlines())
     assert [e.type for e in events] == ["interrupted"]
-    assert (tmp_path / "termination-log").read_text().startswith("interrupted:")
+    assert (tmp_path / "termination-log").read_text() == "interrupted: SIGTERM"
 
 
 def test_ignore_sigterm_survives_sigterm(tmp_path: Path) -> None:
@@ -216,3 +216,22 @@ def test_parse_directives() -> None:
         parse_directives("error=nope")
     with pytest.raises(ValueError, match="abc"):
         parse_directives("sleep=abc")
+
+
+def test_error_reasons_match_the_contract() -> None:
+    from typing import get_args
+
+    from agentrun_contract.runner import ErrorData
+    from agentrun_devcluster.tiny_runner import ERROR_REASONS
+
+    assert get_args(ErrorData.model_fields["reason"].annotation) == ERROR_REASONS
+
+
+def test_handler_comes_before_the_contract_import() -> None:
+    """Importing the tiny runner (what `python -m` does before main) loads no pydantic, so the
+    SIGTERM handler is in place before the slow part of the start."""
+    code = "import sys, agentrun_devcluster.tiny_runner; print('pydantic' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"
