@@ -894,8 +894,8 @@ class PodWorker:
             if not pulled_fail:
                 await self._waiting(
                     "ErrImagePull",
-                    f'failed to pull and unpack image "{image}": failed to resolve reference '
-                    f'"{image}": {image}: not found',
+                    f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": '
+                    f'failed to resolve reference "{image}": {image}: not found',
                 )
             else:
                 await self._waiting("ImagePullBackOff", f'Back-off pulling image "{image}"')

@@ -4,8 +4,10 @@
   ``cluster_module`` is the same, shared by a module.
 - ``kube``: a blocking JSON client (:class:`agentrun_devcluster.system.SyncKube`) on ``cluster``.
 - ``system``: the whole `agentrun dev` stack with the tiny runner (operator and API processes;
-  function scope); ``system_module`` shared by a module. Fails with a clear message if the API or
-  the operator package is missing.
+  function scope), with the LLM credentials Secret holding a dummy key (build a
+  ``DevSystem(llm_credentials={})`` for a cluster without it); ``system_module`` shared by a
+  module. Fails with a clear message if the API or the operator package is missing.
+- Faults: ``cluster.faults`` / ``system.faults`` (in-process), or ``POST /_emulator/faults``.
 """
 
 from __future__ import annotations

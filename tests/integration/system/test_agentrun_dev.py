@@ -7,6 +7,7 @@ These start the real operator and API processes (through the dev command), so th
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,6 +165,18 @@ def test_dev_seed_curl_run_completes_and_sigint_leaves_nothing(stub_dev: Dev) ->
     assert final["status"] == "succeeded", final
     result = httpx.get(f"{accepted['poll_url']}/result", timeout=5).json()
     assert result["result"] == f"tiny result for {accepted['job_id']}"
+
+    # the printed kubectl command works against the emulated cluster
+    kubectl = shutil.which("kubectl")
+    if kubectl is not None:
+        shown = subprocess.run(
+            [kubectl, "--kubeconfig", str(dev.kubeconfig), "get", "agentruns"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert accepted["job_id"].replace("_", "-") in shown.stdout
 
     # a long run whose runner process is alive when Ctrl-C arrives
     r = httpx.post(f"{dev.url}/api/v1/runs", json={"prompt": "sleep=60"}, timeout=10)
