@@ -122,6 +122,8 @@ class Admission:
         self.wake = wake
         self.waiting: dict[str, tuple[str, int, str]] = {}
         self.granted: set[str] = set()
+        self.unfinished: set[str] = set()
+        self.primed = False
         self.lock = asyncio.Lock()
 
     def enqueue(self, name: str, key: tuple[str, int, str]) -> None:
@@ -138,6 +140,23 @@ class Admission:
         for name, _ in sorted(self.waiting.items(), key=lambda kv: kv[1])[: self.limit]:
             self.wake(name)
 
+    def observe_job(self, run_name: str, job: Obj | None) -> None:
+        """A Job event (None: deleted): keep the set of unfinished Jobs current."""
+        if job is None or job_is_finished(job):
+            self.unfinished.discard(run_name)
+        else:
+            self.unfinished.add(run_name)
+
+    async def _prime(self) -> None:
+        """Once per namespace: list the Jobs, so admission never trusts a half-listed cache
+        (kopf's initial listing may still be arriving after a restart)."""
+        jobs = await self.kube.list_jobs(self.namespace, names.LABEL_RUN)
+        for job in jobs:
+            run_name = ((job.get("metadata") or {}).get("labels") or {}).get(names.LABEL_RUN)
+            if run_name:
+                self.observe_job(str(run_name), job)
+        self.primed = True
+
     async def try_admit(self, name: str) -> bool:
         """True if ``name`` may create its Job now (the caller then calls :meth:`created`)."""
         async with self.lock:
@@ -147,13 +166,9 @@ class Admission:
             position = order.index(name)
             if position >= self.limit:
                 return False
-            jobs = await self.kube.list_jobs(self.namespace, names.LABEL_RUN)
-            job_runs = {
-                (j.get("metadata") or {}).get("labels", {}).get(names.LABEL_RUN)
-                for j in jobs
-                if not job_is_finished(j)
-            }
-            in_flight = len(job_runs | self.granted)
+            if not self.primed:
+                await self._prime()
+            in_flight = len(self.unfinished | self.granted)
             if position < self.limit - in_flight:
                 self.granted.add(name)
                 self.waiting.pop(name, None)
@@ -161,7 +176,10 @@ class Admission:
                 return True
             return False
 
-    def created(self, name: str) -> None:
+    def created(self, name: str, job: Obj | None) -> None:
+        """The Job was created (``job``) or creating it failed (None)."""
+        if job is not None:
+            self.observe_job(name, job)
         self.granted.discard(name)
 
 
@@ -212,6 +230,7 @@ class RunContext:
             self.bodies.pop(key, None)
             self.arrivals.pop(key, None)
             return
+        previous = self.bodies.get(key)
         self.bodies[key] = copy.deepcopy(dict(body))
         if key not in self.arrivals:
             self.arrivals[key] = next(self._arrival)
@@ -219,13 +238,25 @@ class RunContext:
             self.events[key] = asyncio.Event()
             task = asyncio.create_task(self._run_task(key), name=f"run:{key[0]}/{key[1]}")
             self.tasks[key] = task
-        self.wake(key)
+        elif previous is None or previous.get("spec") != body.get("spec"):
+            # Status changes are ours: only a spec change (a cancel) needs the task awake.
+            self.wake(key)
 
-    def observe_owned(self, namespace: str, run_name: str, *, job_event: bool) -> None:
+    def observe_owned(
+        self,
+        namespace: str,
+        run_name: str,
+        *,
+        job: Obj | None = None,
+        deleted: bool = False,
+        job_event: bool = False,
+    ) -> None:
         """A Job or Pod event of a run: wake it (and admission, for Jobs)."""
         self.wake((namespace, run_name))
         if job_event:
-            self.admission(namespace).notify()
+            admission = self.admission(namespace)
+            admission.observe_job(run_name, None if deleted else job)
+            admission.notify()
 
     async def _run_task(self, key: RunKey) -> None:
         metrics.ACTIVE_RUNS.inc()
@@ -277,6 +308,7 @@ class RunReconciler:
         self.tailer: asyncio.Task[None] | None = None
         self.nonce: str | None = None
         self.written: Obj = {}
+        self.extra_status: Obj = {}
         self.last_flush = 0.0
         self.job_id = names.job_id_for_run_name(self.name)
         self.pod_started = False
@@ -329,7 +361,10 @@ class RunReconciler:
             chunk_bytes=self.settings.transcript_chunk_bytes,
             cap_bytes=self.settings.transcript_cap_bytes,
         )
-        await self.writer.load()
+        if run.status.phase is not None or run.status.transcript is not None:
+            # A new run has nothing stored yet (and if a crash left a first chunk behind, it
+            # is rewritten from id 1 with the same content).
+            await self.writer.load()
         if run.phase.is_terminal:
             await self.complete_transcript(run)
             return
@@ -348,8 +383,6 @@ class RunReconciler:
             )
             await self.finish(decision)
             return
-        if run.status.phase is None:
-            await self.set_phase(run, StatusDecision(Phase.QUEUED, None, "waiting for a slot"))
 
         job: Obj | None = None
         if run.status.job_name:
@@ -361,14 +394,19 @@ class RunReconciler:
             if run.spec.cancel_requested:
                 await self.finish(map_run_status(run, None, [], utcnow()))
                 return
-            if job is None and not run.status.job_name and not self.written.get("jobName"):
+            pods: list[Obj] = []
+            if job is None and not run.status.job_name and "jobName" not in self.extra_status:
                 job = await self.admit_and_create(run)
                 if job is None:
+                    if run.status.phase is None and "phase" not in self.written:
+                        waiting = StatusDecision(Phase.QUEUED, None, "waiting for a free slot")
+                        await self.set_phase(run, waiting)
                     await self.wait(self.settings.resync_seconds)
                     continue
-                run = self.run()
-            job = await self.kube.get_job(self.namespace, names.job_name(self.name))
-            pods = await self.kube.list_pods(self.namespace, f"{names.LABEL_RUN}={self.name}")
+                # a Job just created has no pod yet: decide from it without reading again
+            else:
+                job = await self.kube.get_job(self.namespace, names.job_name(self.name))
+                pods = await self.kube.list_pods(self.namespace, f"{names.LABEL_RUN}={self.name}")
             run = self.effective_run()
             decision = map_run_status(
                 run,
@@ -395,6 +433,7 @@ class RunReconciler:
         """The run as last seen, with what this task wrote applied (watch events may lag)."""
         run = self.run()
         status = run.status.to_k8s()
+        status.update(self.extra_status)
         for field in ("phase", "reason", "message", "jobName", "podName", "startedAt"):
             if field in self.written:
                 status[field] = self.written[field]
@@ -412,6 +451,7 @@ class RunReconciler:
             )
         if not await admission.try_admit(self.name):
             return None
+        job: Obj | None = None
         try:
             self.nonce = new_nonce()
             await self.kube.create_secret(self.namespace, build_input_secret(run))
@@ -420,20 +460,23 @@ class RunReconciler:
             )
             self.nonce = nonce_from_job(job) or self.nonce
         finally:
-            admission.created(self.name)
+            admission.created(self.name, job)
         if created and run.metadata.creation_timestamp is not None:
             latency = (utcnow() - run.metadata.creation_timestamp).total_seconds()
             metrics.RECONCILE_LATENCY.observe(max(latency, 0.0))
-        await self.patch_status({"jobName": names.job_name(self.name)})
+        self.extra_status["jobName"] = names.job_name(self.name)  # written with the next phase
         log.info("job created", extra={**self.log_extra(), "job": names.job_name(self.name)})
         return job
 
     async def set_phase(self, run: AgentRun, decision: StatusDecision) -> None:
-        """Write a non-terminal decision if it changed: status, status event, label, Event."""
+        """Write a non-terminal decision if it changed: the status event first (transcript),
+        then one status patch (with the transcript position), then the phase label and a
+        Kubernetes Event."""
         status: Obj = {
             "phase": decision.phase.value,
             "reason": decision.reason.value if decision.reason else None,
             "message": decision.message,
+            **self.extra_status,
         }
         if decision.pod_name:
             status["podName"] = decision.pod_name
@@ -446,20 +489,30 @@ class RunReconciler:
         reason_changed = current.get("reason") != status["reason"]
         if decision.phase == Phase.RUNNING and "progress" not in self.written:
             status["progress"] = {"percentage": 0, "currentStep": "Running"}
-        await self.patch_status(status)
+        writer = self.writer
+        assert writer is not None
         if phase_changed or reason_changed:
-            assert self.writer is not None
-            self.writer.add_status(decision.phase.api_status, status["reason"])
-            await self.flush_transcript(force=True)
-            metrics.PHASE_TRANSITIONS.labels(decision.phase.value, status["reason"] or "").inc()
-            await self.kube.post_event(
+            writer.add_status(decision.phase.api_status, status["reason"])
+        if writer.has_pending:
+            metrics.TRANSCRIPT_BYTES.inc(await writer.flush())
+            self.last_flush = time.monotonic()
+            status["transcript"] = writer.state().to_k8s()
+        await self.patch_status(status)
+        if not (phase_changed or reason_changed):
+            return
+        metrics.PHASE_TRANSITIONS.labels(decision.phase.value, status["reason"] or "").inc()
+        followups = [
+            self.kube.post_event(
                 run,
                 reason=decision.phase.value,
                 message=decision.message or f"run is {decision.phase.api_status}",
             )
+        ]
         if phase_changed:
-            await self.kube.patch_run_labels(
-                self.namespace, self.name, {names.LABEL_PHASE: decision.phase.api_status}
+            followups.append(
+                self.kube.patch_run_labels(
+                    self.namespace, self.name, {names.LABEL_PHASE: decision.phase.api_status}
+                )
             )
             log.info(
                 "phase changed",
@@ -469,6 +522,7 @@ class RunReconciler:
                     "reason": status["reason"],
                 },
             )
+        await asyncio.gather(*followups)
 
     # -- the pod log
     def maybe_start_tailer(self, decision: StatusDecision, pods: list[Obj]) -> None:
@@ -613,6 +667,7 @@ class RunReconciler:
         started = decision.started_at or run.status.started_at
         begin = started or run.metadata.creation_timestamp
         status: Obj = {
+            **self.extra_status,
             "phase": decision.phase.value,
             "reason": reason.value if reason else None,
             "message": message[:4096] if message else None,

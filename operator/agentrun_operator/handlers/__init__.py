@@ -57,10 +57,22 @@ async def agentrun_event(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> 
 
 @kopf.on.event("batch/v1", "jobs", labels=RUN_SELECTOR)
 async def job_event(
-    *, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
+    *,
+    type: str,
+    body: kopf.Body,
+    namespace: str | None,
+    labels: Mapping[str, str],
+    memo: Any,
+    **_: Any,
 ) -> None:
     ctx: RunContext = memo["ctx"]
-    ctx.observe_owned(namespace or "default", labels[names.LABEL_RUN], job_event=True)
+    ctx.observe_owned(
+        namespace or "default",
+        labels[names.LABEL_RUN],
+        job=dict(body),
+        deleted=type == "DELETED",
+        job_event=True,
+    )
 
 
 @kopf.on.event("v1", "pods", labels=RUN_SELECTOR)
