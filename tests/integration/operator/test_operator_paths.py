@@ -225,3 +225,27 @@ def test_install_limits_fail_with_bad_input_and_no_job(
         assert (run["status"]["phase"], run["status"]["reason"]) == ("Failed", "bad_input")
         assert word in run["status"]["message"]
         assert h.jobs_of(k, name) == []
+
+
+def test_transcript_cap_keeps_head_and_tail(k: SyncKube, start_operator: StartOperator) -> None:
+    h.create_credentials(k)
+    op = start_operator(
+        AGENTRUN_OPERATOR_TRANSCRIPT_CAP_BYTES="16384",
+        AGENTRUN_OPERATOR_TRANSCRIPT_CHUNK_BYTES="2048",
+    )
+    h.make_run(k, "capped", "lines=1500")
+    run = finished(k, op, "capped")
+    assert run["status"]["phase"] == "Succeeded"
+    state = run["status"]["transcript"]
+    assert state["droppedBytes"] > 0
+    chunks = k.items(h.CHUNKS, labelSelector="agentrun.dev/run=capped")
+    stored = sum(len(c["spec"]["events"].encode()) for c in chunks if not c["spec"].get("gap"))
+    assert stored <= 16384 + 2048 * 2
+    assert sum(1 for c in chunks if c["spec"].get("gap")) == 1
+    events = h.transcript(k, "capped")
+    ids = [e.id for e in events]
+    assert ids == sorted(set(ids))
+    gap = [e for e in events if "dropped" in str(e.data.get("message", ""))]
+    assert len(gap) == 1
+    assert events[0].event == "status"  # the head
+    assert events[-1].event == "complete"  # the tail
