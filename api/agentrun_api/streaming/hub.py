@@ -23,6 +23,7 @@ import re
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from typing import Final
 
 from agentrun_contract import names
@@ -40,6 +41,17 @@ BATCH_FRAMES: Final = 64
 """Frames joined into one write: fewer sends for a long backlog, still small writes."""
 MAX_BACKOFF_SECONDS: Final = 30.0
 _NAME_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRun:
+    """What the API's run informer knows about a run."""
+
+    uid: str
+    terminal: bool
+
+
+RunLookup = Callable[[str], CachedRun | None]
 
 
 class RunNotFound(LookupError):
@@ -343,6 +355,13 @@ class RunUpstream:
         while not self.view.is_complete:
             await asyncio.sleep(self._settings.status_poll_seconds)
             try:
+                cached = self._hub.lookup(self.run_name) if self._hub.lookup else None
+                if cached is not None and cached.uid == self.uid:
+                    # The API's informer vouches for the run: no request. A finished run whose
+                    # `complete` the watch has not delivered yet gets a re-list.
+                    if cached.terminal and not self.view.is_complete:
+                        await self._relist()
+                    continue
                 snapshot = await self._hub.source.get_run(self.run_name)
                 if snapshot is None or snapshot.uid != self.uid:
                     log.info("run gone; ending its streams", extra={"run": self.run_name})
@@ -386,9 +405,13 @@ class StreamHub:
         source: TranscriptSource,
         settings: StreamSettings,
         metrics: StreamMetrics | None = None,
+        lookup: RunLookup | None = None,
     ) -> None:
         self.source = source
         self.settings = settings
+        self.lookup = lookup
+        """The API's run informer, if any: the periodic run check asks Kubernetes only when the
+        informer does not know the run (it may lag behind another replica's create)."""
         self.metrics = metrics or StreamMetrics()
         self._upstreams: dict[str, RunUpstream] = {}
         self.closing = False

@@ -10,7 +10,7 @@ from typing import Any
 
 from litestar import Litestar
 
-from agentrun_api.streaming.hub import StreamHub, watch_shutdown
+from agentrun_api.streaming.hub import CachedRun, RunLookup, StreamHub, watch_shutdown
 from agentrun_api.streaming.metrics import StreamMetrics
 from agentrun_api.streaming.settings import StreamSettings
 from agentrun_api.streaming.source import KubeTranscriptSource
@@ -22,6 +22,26 @@ STATE_KEY = "stream_hub"
 def _stream_settings(app_settings: Any) -> StreamSettings:
     settings = getattr(app_settings, "stream", None)
     return settings if isinstance(settings, StreamSettings) else StreamSettings()
+
+
+def _informer_lookup(app: Litestar) -> RunLookup | None:
+    """Reads of the API's run cache (``app.state.run_cache``), when it has one."""
+    cache = getattr(app.state, "run_cache", None)
+    get = getattr(cache, "get", None)
+    if get is None:
+        return None
+
+    def lookup(run_name: str) -> CachedRun | None:
+        record = get(run_name)
+        if record is None:
+            return None
+        phase = getattr(record, "phase", None)
+        return CachedRun(
+            uid=str(getattr(record, "uid", "")),
+            terminal=bool(getattr(phase, "is_terminal", False)),
+        )
+
+    return lookup
 
 
 @asynccontextmanager
@@ -46,7 +66,7 @@ async def stream_lifespan(app: Litestar) -> AsyncIterator[StreamHub]:
         request_timeout_seconds=settings.request_timeout_seconds,
         connection_pool_size=settings.watch_connection_pool_size,
     )
-    hub = StreamHub(source, settings, metrics)
+    hub = StreamHub(source, settings, metrics, lookup=_informer_lookup(app))
     app.state[STATE_KEY] = hub
     background = [asyncio.create_task(hub.sweep_forever(), name="stream-sweeper")]
     shutting_down = getattr(app.state, "shutting_down", None)

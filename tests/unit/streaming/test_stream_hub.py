@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from agentrun_api.streaming.hub import RunNotFound, ShuttingDown, StreamClient, StreamHub
+from agentrun_api.streaming.hub import (
+    CachedRun,
+    RunNotFound,
+    ShuttingDown,
+    StreamClient,
+    StreamHub,
+)
 from agentrun_api.streaming.settings import StreamSettings
 from agentrun_api.streaming.source import RunSnapshot, WatchEvent
 from agentrun_contract.stream import StreamEvent, encode_transcript
@@ -26,6 +32,8 @@ class FakeSource:
         self.watchers: list[tuple[str, asyncio.Queue[WatchEvent | BaseException | None]]] = []
         self.watches_opened = 0
         self.lists = 0
+        self.gets = 0
+        self.deaf = False
         self.expired_before = 0
         self.fail_next_watch: BaseException | None = None
 
@@ -53,6 +61,8 @@ class FakeSource:
 
     def _emit(self, run: str, kind: str, obj: dict[str, Any]) -> None:
         self.history.append((self.rv, run, kind, obj))
+        if self.deaf:
+            return
         for name, queue in self.watchers:
             if name == run:
                 queue.put_nowait(WatchEvent(type=kind, object=obj))
@@ -64,6 +74,7 @@ class FakeSource:
     # -- TranscriptSource --
 
     async def get_run(self, run_name: str) -> RunSnapshot | None:
+        self.gets += 1
         if run_name not in self.runs:
             return None
         return RunSnapshot(
@@ -367,3 +378,31 @@ async def test_payloads_stay_one_line_of_json(source: FakeSource) -> None:
     data_lines = [ln for ln in reader.text.splitlines() if ln.startswith("data: {")]
     assert len(data_lines) == 2
     assert json.loads(data_lines[0][6:])["data"]["message"] == text
+
+
+async def test_the_informer_spares_the_periodic_run_reads(source: FakeSource) -> None:
+    informer: dict[str, CachedRun] = {"run-a": CachedRun(uid="uid-1", terminal=False)}
+    hub = StreamHub(source, settings(status_poll_seconds=0.02), lookup=informer.get)
+    reader = Reader(await hub.open("run_a", 0))  # type: ignore[arg-type]
+    gets_after_open = source.gets
+    await asyncio.sleep(0.3)  # ~15 checks
+    assert source.gets == gets_after_open
+    # the informer says finished, but the watch lost the `complete` write: a re-list finds it
+    source.deaf = True  # the watch stops delivering events
+    source.put("run-a", "c0", [log(1), complete(2)])
+    lists_before = source.lists
+    informer["run-a"] = CachedRun(uid="uid-1", terminal=True)
+    await until(lambda: reader.done)
+    assert source.lists > lists_before
+    assert reader.ids == [1, 2]
+
+
+async def test_a_run_the_informer_lost_is_confirmed_with_kubernetes(source: FakeSource) -> None:
+    informer: dict[str, CachedRun] = {}
+    hub = StreamHub(source, settings(status_poll_seconds=0.02), lookup=informer.get)
+    reader = Reader(await hub.open("run_a", 0))  # type: ignore[arg-type]
+    await asyncio.sleep(0.2)
+    assert not reader.task.done()  # informer lag alone does not end the stream
+    del source.runs["run-a"]
+    await asyncio.wait_for(reader.task, 5)
+    assert not reader.done
