@@ -107,6 +107,9 @@ class KubeletSettings(BaseModel):
     log_max_bytes: int = Field(
         default=8 * 1024 * 1024, description="Log bytes kept per container (oldest dropped)."
     )
+    watch_timeout_seconds: int = Field(
+        default=60, description="timeoutSeconds of each pod watch request before it is renewed."
+    )
     default_grace_seconds: int = Field(
         default=30, description="Grace period when a deleted pod carries none."
     )
@@ -648,7 +651,12 @@ class Kubelet:
         self.settings = settings or KubeletSettings()
         self.faults = faults or FaultInjector()
         self.logs = logs or PodLogStore(self.settings.log_max_bytes)
-        self.pods = Informer(kube, "/api/v1/pods", self._on_pod)
+        self.pods = Informer(
+            kube,
+            "/api/v1/pods",
+            self._on_pod,
+            watch_timeout_seconds=self.settings.watch_timeout_seconds,
+        )
         self.workers: dict[str, PodWorker] = {}
         self._schedulers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()

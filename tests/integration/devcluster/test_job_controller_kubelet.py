@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 from agentrun_devcluster.faults import Fault
-from agentrun_devcluster.system import ControlledCluster, SyncKube
+from agentrun_devcluster.system import (
+    ControlledCluster,
+    SyncKube,
+)
 
 NS = "default"
 JOBS = f"/apis/batch/v1/namespaces/{NS}/jobs"

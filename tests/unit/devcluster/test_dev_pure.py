@@ -1,0 +1,48 @@
+"""Pure parts of `agentrun dev`: credentials, banner text, runner commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from agentrun_cli.dev_args import add_dev_arguments
+from agentrun_devcluster.dev import (
+    RUNNER_COMMANDS,
+    credentials_from_env,
+    seed_curl,
+    stub_credentials,
+)
+
+
+def test_credentials_only_with_a_key() -> None:
+    assert credentials_from_env({"OPENAI_BASE_URL": "http://x"}) is None
+    assert credentials_from_env({"OPENAI_API_KEY": ""}) is None
+    creds = credentials_from_env(
+        {"OPENAI_API_KEY": "sk", "OPENAI_BASE_URL": "http://x/v1", "MODEL_NAME": "m", "HOME": "/"}
+    )
+    assert creds == {"OPENAI_API_KEY": "sk", "OPENAI_BASE_URL": "http://x/v1", "MODEL_NAME": "m"}
+
+
+def test_stub_credentials_point_at_the_stub() -> None:
+    assert stub_credentials("http://127.0.0.1:5/v1") == {
+        "OPENAI_API_KEY": "stub",
+        "OPENAI_BASE_URL": "http://127.0.0.1:5/v1",
+        "MODEL_NAME": "openai/agentrun-stub",
+    }
+
+
+def test_seed_curl_targets_the_api() -> None:
+    text = seed_curl("http://127.0.0.1:9999")
+    assert text.startswith("curl -X POST http://127.0.0.1:9999/api/v1/runs")
+    assert '"prompt": "Analyze the quarterly sales data"' in text
+
+
+def test_runner_choices_match_cli() -> None:
+    parser = argparse.ArgumentParser()
+    add_dev_arguments(parser)
+    args = parser.parse_args(["--runner", "tiny", "--port", "1234", "--stub-llm"])
+    assert RUNNER_COMMANDS[args.runner] == ["python", "-m", "agentrun_devcluster.tiny_runner"]
+    assert args.port == 1234
+    assert args.stub_llm
+    defaults = parser.parse_args([])
+    assert RUNNER_COMMANDS[defaults.runner] == ["agentrun-runner"]
+    assert (defaults.host, defaults.port) == ("127.0.0.1", 8005)
