@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -119,11 +120,23 @@ class DevStack:
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
 
+    def crd_file(self) -> Path:
+        """deploy/crds/agentrun.dev.yaml from a source checkout, else generated from the models
+        (an installed, non-editable package has no deploy/ folder)."""
+        if CRD_FILE.exists():
+            return CRD_FILE
+        from agentrun_contract.crd import render_crds_yaml
+
+        generated = self.state_dir / "crds.yaml"
+        generated.write_text(render_crds_yaml())
+        return generated
+
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        check_port_free(self.args.host, self.args.port)
         self.controllers.install(self.server)
         await self.server.start()
-        await self.server.apply_crds_from_file(CRD_FILE)
+        await self.server.apply_crds_from_file(self.crd_file())
         self.server.write_kubeconfig(self.kubeconfig, namespace=self.namespace)
         await self.controllers.start(self.kubeconfig)
         api = await load_api_client(str(self.kubeconfig))
@@ -286,6 +299,24 @@ class ChildFailed(RuntimeError):
     """The operator or API process could not start or died."""
 
 
+class PortInUse(RuntimeError):
+    """The API's port is taken; the message says how to pick another."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail early, with the fix, when the API could not bind ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(
+                f"cannot serve the API on {host}:{port} ({exc.strerror}); stop whatever uses it "
+                f"or pick another port: agentrun dev --port <port>"
+            ) from None
+
+
 async def _main(args: argparse.Namespace) -> int:
     stack = DevStack(args)
     loop = asyncio.get_running_loop()
@@ -300,6 +331,9 @@ async def _main(args: argparse.Namespace) -> int:
         if not stack.stop_requested.is_set():
             print(f"agentrun dev: {exc}", file=sys.stderr, flush=True)
             code = 1
+    except PortInUse as exc:
+        print(f"agentrun dev: {exc}", file=sys.stderr, flush=True)
+        code = 2
     finally:
         await stack.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):

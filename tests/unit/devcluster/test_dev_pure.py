@@ -46,3 +46,18 @@ def test_runner_choices_match_cli() -> None:
     defaults = parser.parse_args([])
     assert RUNNER_COMMANDS[defaults.runner] == ["agentrun-runner"]
     assert (defaults.host, defaults.port) == ("127.0.0.1", 8005)
+
+
+def test_port_in_use_is_reported_with_the_fix() -> None:
+    import socket
+
+    import pytest
+    from agentrun_devcluster.dev import PortInUse, check_port_free
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUse, match="--port"):
+            check_port_free("127.0.0.1", port)
+    check_port_free("127.0.0.1", port)  # free again: no error
