@@ -276,3 +276,87 @@ def test_e2e_concurrency_limit(e2e: E2E) -> None:
     assert first["status"]["phase"] == "Succeeded"
     assert second["status"]["phase"] == "Succeeded"
     assert second["status"]["startedAt"] >= first["status"]["completedAt"][:19]
+
+
+# ---------------------------------------------------------------------------------------------
+# Golden files from a real cluster: the Job and Pods at the moment the Job reaches a decision,
+# fed to map_run_status, and (with AGENTRUN_E2E_RECORD_GOLDENS=1) written next to the
+# hand-written goldens as tests/unit/operator/golden/recorded_<case>.yaml, so the unit tests
+# replay them; `git diff` shows how reality differs from the documented shape.
+
+GOLDEN_DIR = REPO / "tests" / "unit" / "operator" / "golden"
+
+
+def _capture_decided(e2e: E2E, name: str, timeout: float) -> tuple[dict[str, Any], list[Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = e2e.jobs(name)
+        if jobs:
+            job = jobs[0]
+            conds = {
+                c["type"]
+                for c in (job.get("status") or {}).get("conditions") or []
+                if c.get("status") == "True"
+            }
+            pods = get_json("pods", "-n", e2e.ns, "-l", f"agentrun.dev/run={name}")["items"]
+            waiting = [
+                cs
+                for p in pods
+                for cs in (p.get("status") or {}).get("containerStatuses") or []
+                if (cs.get("state") or {}).get("waiting", {}).get("reason")
+                == "CreateContainerConfigError"
+            ]
+            if conds & {"Complete", "FailureTarget", "Failed"} or waiting:
+                return job, pods
+        time.sleep(0.5)
+    raise AssertionError(f"{name}: no decided Job within {timeout}s\n{e2e.logs()}")
+
+
+@pytest.mark.parametrize(
+    ("case", "prompt", "timeout_seconds", "expected"),
+    [
+        ("success", "Say hello in one short sentence.", 600, ("Succeeded", None)),
+        ("deadline_exceeded", "Write a long essay about the sea.", 1, ("Failed", "timeout")),
+        ("missing_credentials", "hello", 600, ("Failed", "missing_credentials")),
+    ],
+)
+def test_e2e_goldens(
+    e2e: E2E, case: str, prompt: str, timeout_seconds: int, expected: tuple[str, str | None]
+) -> None:
+    import yaml
+    from agentrun_contract.resource import AgentRun
+    from agentrun_operator.run_status import map_run_status, parse_time
+
+    if case == "missing_credentials":
+        secret = "agentrun-llm-credentials-absent"
+        e2e.start_operator(AGENTRUN_OPERATOR_CREDENTIALS_SECRET=secret)
+    else:
+        secret = "agentrun-llm-credentials"
+        e2e.create_credentials()
+        e2e.start_operator()
+    name = f"golden-{case.replace('_', '-')}"
+    e2e.create_run(name, prompt, timeoutSeconds=timeout_seconds)
+    job, pods = _capture_decided(e2e, name, timeout=600)
+    run = AgentRun.model_validate(
+        {**e2e.run(name), "status": {"phase": "Running", "jobName": job["metadata"]["name"]}}
+    )
+    now = parse_time(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    assert now is not None
+    decision = map_run_status(run, job, pods, now, credentials_secret=secret)
+    assert (decision.phase.value, decision.reason.value if decision.reason else None) == expected
+    if os.environ.get("AGENTRUN_E2E_RECORD_GOLDENS") == "1":
+        for obj in [job, *pods]:
+            obj.get("metadata", {}).pop("managedFields", None)
+        document = {
+            "source": "recorded from a real cluster (Kubernetes "
+            + json.loads(kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"]
+            + ") by tests/e2e/test_e2e_operator.py::test_e2e_goldens",
+            "description": f"recorded: {case}",
+            "now": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "run": {"spec": {"timeoutSeconds": timeout_seconds}, "status": {"phase": "Running"}},
+            "credentialsSecret": secret,
+            "job": job,
+            "pods": pods,
+            "expected": {"phase": expected[0], "reason": expected[1]},
+        }
+        (GOLDEN_DIR / f"recorded_{case}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))

@@ -53,7 +53,7 @@ def test_golden(path: Path) -> None:
         case["pods"],
         parse_time(case["now"]),  # type: ignore[arg-type]
         pending_timeout_seconds=case.get("pendingTimeoutSeconds", 600),
-        credentials_secret="agentrun-llm-credentials",
+        credentials_secret=case.get("credentialsSecret", "agentrun-llm-credentials"),
     )
     expected = case["expected"]
     got = decision.to_yaml_dict()
