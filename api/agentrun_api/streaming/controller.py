@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Final
 
 from agentrun_contract.stream import LAST_EVENT_ID_QUERY
-from litestar import Controller, Request, Response, get
+from litestar import Controller, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, Parameter, QueryParameter
@@ -104,11 +104,11 @@ class StreamController(Controller):
             raise HTTPException(status_code=400, detail=str(exc)) from exc
         hub: StreamHub | None = request.app.state.get(STATE_KEY)
         if hub is None:
-            raise ShuttingDownHTTP(1)
+            return _draining(1)
         try:
             client = await hub.open(job_id, cursor)
         except ShuttingDown:
-            raise ShuttingDownHTTP(hub.settings.retry_after_seconds) from None
+            return _draining(hub.settings.retry_after_seconds)
         except RunNotFound:
             raise HTTPException(
                 status_code=404,
@@ -120,15 +120,15 @@ class StreamController(Controller):
         return SSEStream(client, headers=SSE_HEADERS)
 
 
-class ShuttingDownHTTP(HTTPException):
-    """503 for a new stream while this replica drains: reconnect (another replica answers)."""
-
-    status_code = 503
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            status_code=503,
-            detail="This API replica is shutting down; reconnect (with your Last-Event-ID) "
-            "and another replica will continue the stream.",
-            headers={"Retry-After": str(retry_after)},
-        )
+def _draining(retry_after: int) -> Response[Any]:
+    """503 for a new stream while this replica drains: reconnect and another replica answers.
+    Returned, not raised: the API's error handler hides the detail of raised 5xx errors."""
+    return Response(
+        content={
+            "detail": "This API replica is shutting down; reconnect (with your Last-Event-ID) "
+            "and another replica will continue the stream."
+        },
+        status_code=503,
+        media_type=MediaType.JSON,
+        headers={"Retry-After": str(retry_after)},
+    )

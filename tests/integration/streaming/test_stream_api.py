@@ -475,3 +475,70 @@ async def test_sigterm_ends_open_streams_cleanly_and_exits(
         assert rest.ids == list(range(4, last + 1))
     finally:
         draining.terminate()
+
+
+def _documented_httpx_example(api_url: str, job_id: str) -> tuple[list[str], str | None]:
+    """PraisonAI's "Stream Run API" page example, as written there (httpx's default 5 s
+    timeout included): returns the printed lines and the final status."""
+    printed: list[str] = []
+    final_status = None
+    with httpx.stream("GET", f"{api_url}/api/v1/runs/{job_id}/stream") as response:
+        for line in response.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            event = json.loads(data)
+            if event["event"] == "progress":
+                pct = event["data"]["percentage"]
+                step = event["data"].get("current_step", "")
+                printed.append(f"Progress: {pct}% - {step}")
+            elif event["event"] == "log":
+                printed.append(f"Log: {event['data']['message']}")
+            elif event["event"] == "complete":
+                final_status = event["data"]["status"]
+    return printed, final_status
+
+
+@pytest.mark.slow
+async def test_praisonai_documented_example_survives_a_silent_stretch(
+    api: APIThread, seeder: Seeder
+) -> None:
+    """httpx's default read timeout is 5 s: heartbeats (0.5 s here) keep the documented
+    example alive through a stretch with no events longer than that."""
+    run = await seeder.run()
+    example = asyncio.create_task(
+        asyncio.to_thread(_documented_httpx_example, api.base_url, run.job_id)
+    )
+    await run.emit("progress", {"percentage": 10, "current_step": "Analyzing input"})
+    await asyncio.sleep(6)  # the agent thinks quietly
+    await run.log("Data analysis complete")
+    await run.finish()
+    printed, final_status = await asyncio.wait_for(example, 30)
+    assert printed == ["Progress: 10% - Analyzing input", "Log: Data analysis complete"]
+    assert final_status == "succeeded"
+
+
+async def test_new_streams_are_refused_while_draining(
+    cluster: ClusterThread, seeder: Seeder
+) -> None:
+    server = APIThread(api_settings(cluster)).start()
+    try:
+        run = await seeder.run()
+        await run.log("one")
+        open_stream = Received()
+        reader = asyncio.create_task(read_stream(server.base_url, run.job_id, into=open_stream))
+        await eventually(lambda: open_stream.ids == [1])
+        # what the API's SIGTERM handler does first
+        server.call(lambda: server.app.state.shutting_down.set())
+        await asyncio.wait_for(reader, 10)
+        assert open_stream.ids == [1]
+        assert not open_stream.done
+        async with httpx.AsyncClient(timeout=10) as http:
+            refused = await http.get(stream_url(server.base_url, run.job_id))
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "1"
+        assert "reconnect" in refused.json()["detail"]
+    finally:
+        server.stop()
