@@ -19,12 +19,14 @@ from agentrun_contract.resource import AgentRun, Phase
 
 
 def format_timestamp(value: datetime | None) -> str | None:
-    """ISO 8601 UTC with a ``Z``, as everywhere in the API."""
+    """ISO 8601 UTC with a ``Z``, milliseconds only when there is a fraction: the same text
+    the API shows for the run."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def result_url_for(public_base_url: str, job_id: str) -> str:

@@ -16,7 +16,7 @@ from agentrun_contract.resource import (
     Phase,
     Reason,
 )
-from agentrun_webhooks.payload import build_webhook_payload
+from agentrun_webhooks.payload import build_webhook_payload, format_timestamp
 from agentrun_webhooks.settings import WebhookDeliverySettings
 from agentrun_webhooks.signing import (
     InvalidSigningSecret,
@@ -174,6 +174,14 @@ def test_result_that_fits_is_whole_and_custom_limit() -> None:
 def test_lone_surrogate_does_not_break_encoding() -> None:
     body = decode(build_webhook_payload(finished_run(Phase.SUCCEEDED), "a\ud800b", "http://h"))
     assert body["result"] == "a?b"
+
+
+def test_timestamps_match_the_api() -> None:
+    assert format_timestamp(datetime(2026, 11, 29, 10, 28, 59, 137211, tzinfo=UTC)) == (
+        "2026-11-29T10:28:59.137Z"
+    )
+    assert format_timestamp(datetime(2026, 11, 29, 10, 28, 59)) == "2026-11-29T10:28:59Z"
+    assert format_timestamp(None) is None
 
 
 def test_running_run_has_no_payload() -> None:
