@@ -606,7 +606,11 @@ class RunReconciler:
         """Terminal: stop the Job if needed, store the result, write the terminal status
         (guarded by resourceVersion), then the transcript's final events."""
         grace = self.settings.termination_grace_period_seconds + 5.0
-        if decision.phase == Phase.CANCELLED or decision.reason == Reason.MISSING_CREDENTIALS:
+        if decision.phase == Phase.CANCELLED or decision.reason in (
+            Reason.MISSING_CREDENTIALS,
+            Reason.PENDING_TIMEOUT,
+        ):
+            # The pod could still start later and run a paid agent for a finished run.
             await self.kube.delete_job(self.namespace, names.job_name(self.name))
         if decision.phase != Phase.CANCELLED:
             await self.read_remaining_log()

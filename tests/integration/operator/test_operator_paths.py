@@ -158,6 +158,7 @@ def test_image_pull_then_pending_timeout(
     events = assert_complete_transcript(k, "pull", "failed", "pending_timeout")
     statuses = [(e.data["status"], e.data["reason"]) for e in events if e.event == "status"]
     assert ("queued", "image_pull") in statuses
+    k.wait_for("job deleted (its pod must never start later)", lambda: not h.jobs_of(k, "pull"))
 
 
 def test_unschedulable_reason(k: SyncKube, start_operator: StartOperator, op_cluster) -> None:  # type: ignore[no-untyped-def]
