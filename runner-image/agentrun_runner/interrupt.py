@@ -93,6 +93,7 @@ class Interrupter:
         self.nonce = nonce
         self.writer: InterruptWriter | None = None
         self.termination_message_path: str | None = None
+        self._installed = False
 
     def install(self) -> bool:
         """Install the handler for SIGTERM and SIGINT; False when disabled for a test."""
@@ -100,7 +101,20 @@ class Interrupter:
             return False
         signal.signal(signal.SIGTERM, self.handle)
         signal.signal(signal.SIGINT, self.handle)
+        self._installed = True
         return True
+
+    def ensure_installed(self) -> bool:
+        """Put the handler back if something (a library the agent imported) replaced it; True
+        when it had to. Main thread only (as every ``signal.signal``)."""
+        if not self._installed:
+            return False
+        replaced = False
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(signum) != self.handle:
+                signal.signal(signum, self.handle)
+                replaced = True
+        return replaced
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name

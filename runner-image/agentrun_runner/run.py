@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import traceback
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from agentrun_contract.limits import RESULT_MAX_BYTES
 from agentrun_contract.runner import ExitCode
@@ -21,6 +23,26 @@ from agentrun_runner.interrupt import Interrupter
 
 ERROR_MESSAGE_MAX_CHARS = 2000
 """The ``error`` event's message is a sentence for a human, not a dump."""
+HANDLER_CHECK_SECONDS = 0.5
+"""How often, while the agent runs, the SIGTERM handler is checked and put back if replaced."""
+
+
+async def guarded(
+    work: Coroutine[Any, Any, str], guard: Callable[[], object], interval: float
+) -> str:
+    """Await ``work`` while calling ``guard()`` every ``interval`` seconds on this (the main)
+    thread: a library that installs its own SIGTERM handler mid-run cannot disable ours."""
+
+    async def keep() -> None:
+        while True:
+            guard()
+            await asyncio.sleep(interval)
+
+    keeper = asyncio.create_task(keep())
+    try:
+        return await work
+    finally:
+        keeper.cancel()
 
 
 def cap_result(text: str) -> tuple[str, bool]:
@@ -40,9 +62,15 @@ def describe_failure(exc: BaseException) -> str:
 class Task:
     """Reports through ``writer`` and finishes with an exit code."""
 
-    def __init__(self, writer: EventWriter, termination_message_path: str | None) -> None:
+    def __init__(
+        self,
+        writer: EventWriter,
+        termination_message_path: str | None,
+        guard: Callable[[], object] = lambda: None,
+    ) -> None:
         self.writer = writer
         self.termination_message_path = termination_message_path
+        self.guard = guard
 
     def fail(self, reason: ErrorReason, code: ExitCode, message: str) -> int:
         self.writer.error(reason, message)
@@ -76,7 +104,8 @@ class Task:
             else:
                 writer.progress(10, "Starting agent")
                 try:
-                    result = asyncio.run(run_agent(framework, inputs.agent_path, inputs.prompt))
+                    work = run_agent(framework, inputs.agent_path, inputs.prompt)
+                    result = asyncio.run(guarded(work, self.guard, HANDLER_CHECK_SECONDS))
                 except Exception as exc:
                     # The traceback goes to the captured stderr: log events, for whoever debugs.
                     traceback.print_exc()
@@ -103,7 +132,7 @@ def run_task(out_fd: int, interrupter: Interrupter) -> int:
     """Run the task with events on ``out_fd``; the exit code. Never raises."""
     writer = EventWriter(out_fd, run_id=interrupter.run_id, nonce=interrupter.nonce)
     interrupter.writer = writer
-    task = Task(writer, interrupter.termination_message_path)
+    task = Task(writer, interrupter.termination_message_path, interrupter.ensure_installed)
     try:
         prepare_environment(os.environ)
         return task.run()

@@ -9,6 +9,8 @@ Run as ``python scripted_agent.py``; ``SCRIPTED_AGENT`` picks the behaviour:
 - ``sleep``: starts a grandchild ``sleep 300`` (its pid written to $SCRIPTED_AGENT_PID_FILE),
   prints ``agent sleeping``, then sleeps.
 - ``agent_file``: returns the agent file's text (shows which file the runner resolved).
+- ``steal_sigterm``: sets SIGTERM to SIG_IGN (as a careless library might), prints ``agent
+  sleeping``, then sleeps.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +72,11 @@ async def run_agent(framework: str, agent_path: Path, prompt: str) -> str:
             env={**os.environ, "PID_FILE": os.environ["SCRIPTED_AGENT_PID_FILE"]},
         )
         print(f"agent sleeping (child {child.pid})", flush=True)
+        await asyncio.sleep(300)
+        return "never"
+    if BEHAVIOUR == "steal_sigterm":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("agent sleeping (SIGTERM ignored)", flush=True)
         await asyncio.sleep(300)
         return "never"
     if BEHAVIOUR == "agent_file":

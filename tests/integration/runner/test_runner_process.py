@@ -155,3 +155,25 @@ def test_configmap_mounted_agents_dir_is_followed(workspace: Any, harness: Any) 
     assert outcome.code == ExitCode.SUCCESS
     assert outcome.result() == text
     assert outcome.of("start")[0].data.agent_file == "team.yaml"
+
+
+def test_a_library_replacing_the_sigterm_handler_does_not_disable_it(
+    workspace: Any, harness: Any
+) -> None:
+    env = workspace.env(SCRIPTED_AGENT="steal_sigterm", **CREDENTIALS)
+    process = subprocess.Popen(SCRIPTED, env=env, stdout=subprocess.PIPE)
+    lines: list[str] = []
+    try:
+        harness.read_events_until(process, lines, lambda line: "agent sleeping" in line, 60)
+        time.sleep(1.5)  # more than the runner's handler check interval (0.5 s)
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == ExitCode.INTERRUPTED
+    outcome = harness.parse_outcome(
+        workspace, process.returncode, lines + out.decode().splitlines(keepends=True), None, 0
+    )
+    assert outcome.kinds()[-1] == "interrupted"

@@ -335,3 +335,38 @@ def test_termination_message_path_outside_a_pod_is_none(
     assert main.termination_message_path({}) is None
     (tmp_path / "absent").write_text("")
     assert main.termination_message_path({}) == str(tmp_path / "absent")
+
+
+def test_ensure_installed_puts_the_handler_back() -> None:
+    import signal as signals
+
+    previous = {s: signals.getsignal(s) for s in (signals.SIGTERM, signals.SIGINT)}
+    interrupter = interrupt.Interrupter(1, "run_g", "ng")
+    try:
+        assert interrupter.ensure_installed() is False, "nothing to guard before install()"
+        assert interrupter.install()
+        assert interrupter.ensure_installed() is False
+        signals.signal(signals.SIGTERM, signals.SIG_IGN)
+        assert interrupter.ensure_installed() is True
+        assert signals.getsignal(signals.SIGTERM) == interrupter.handle
+    finally:
+        for signum, handler in previous.items():
+            signals.signal(signum, handler)
+
+
+async def test_guarded_calls_the_guard_while_the_work_runs() -> None:
+    import asyncio
+
+    from agentrun_runner.run import guarded
+
+    calls: list[float] = []
+
+    async def work() -> str:
+        await asyncio.sleep(0.25)
+        return "done"
+
+    assert await guarded(work(), lambda: calls.append(1.0), 0.05) == "done"
+    assert len(calls) >= 3
+    count = len(calls)
+    await asyncio.sleep(0.15)
+    assert len(calls) == count, "the guard stops with the work"
