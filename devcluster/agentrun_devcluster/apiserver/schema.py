@@ -17,6 +17,7 @@ For custom resources with a structural schema (apiextensions-apiserver), in this
 Errors are 422 Invalid with the real wording, e.g.
 ``AgentRun.agentrun.dev "x" is invalid: spec.prompt: Required value``.
 
+Builtin kinds get their registry strategies' defaulting and validation (builtins.py).
 Then, for every kind, the ObjectMeta checks (label syntax) and the size limits (limits.py).
 """
 
@@ -30,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import cel, errors
+from .builtins import admit_builtin
 from .limits import check_sizes
 from .resources import ResourceType
 
@@ -46,6 +48,9 @@ def admit_object(
     if rt.custom and rt.schema is not None:
         new = apply_structural_schema(rt.schema, new)
         causes += validate(rt.schema, new, old)
+    elif not rt.custom:
+        new, builtin_causes = admit_builtin(rt.key, new, old)
+        causes += builtin_causes
     causes += validate_object_meta(new.get("metadata") or {})
     if causes:
         raise errors.invalid(rt.kind, rt.group, name, causes)

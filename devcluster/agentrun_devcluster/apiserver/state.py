@@ -355,13 +355,9 @@ class ClusterState:
 
     def _initial_status(self, rt: ResourceType, obj: Obj) -> None:
         if rt.key == ("", "pods"):
+            # Spec defaults are the pod strategy's (builtins.py); status starts Pending.
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("restartPolicy", "Always")
-            spec.setdefault("terminationGracePeriodSeconds", 30)
-            spec.setdefault("dnsPolicy", "ClusterFirst")
-            spec.setdefault("schedulerName", "default-scheduler")
-            spec.setdefault("serviceAccountName", "default")
+            obj.setdefault("spec", {}).setdefault("serviceAccountName", "default")
         elif rt.key == ("", "namespaces"):
             obj["status"] = {"phase": "Active"}
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
