@@ -51,3 +51,20 @@ def start_operator(
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[tuple[ControlledCluster, SyncKube, h.OperatorProcess]]:
+    """One cluster (with the credentials Secret) and one operator with default test settings,
+    shared by a module's tests; each test uses its own run names (faults select by run)."""
+    path = h.new_workdir()
+    with ControlledCluster() as cluster:
+        client = SyncKube(cluster.base_url)
+        h.create_credentials(client)
+        op = h.OperatorProcess(cluster, path, {}, tag="shared")
+        try:
+            yield cluster, client, op
+        finally:
+            op.stop()
+            client.close()
+    shutil.rmtree(path, ignore_errors=True)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import operator_harness as h  # type: ignore[import-not-found]
-from agentrun_devcluster.system import SyncKube
+from agentrun_devcluster.system import ControlledCluster, SyncKube
 
 StartOperator = Callable[..., h.OperatorProcess]
+Shared = tuple[ControlledCluster, SyncKube, h.OperatorProcess]
 
 
-def test_success_with_result_and_transcript(k: SyncKube, start_operator: StartOperator) -> None:
-    h.create_credentials(k)
-    op = start_operator()
+def test_success_with_result_and_transcript(shared: Shared) -> None:
+    _op_cluster, k, op = shared
     h.make_run(k, "ok-1", "hello lines=4 steps=2 sleep=0.5")
     run = h.wait_phase(k, "ok-1", {"Succeeded", "Failed", "Cancelled"}, logs=op.log)
     status = run["status"]
@@ -55,9 +55,8 @@ def assert_complete_transcript(k: SyncKube, name: str, status: str, reason: str 
     return events
 
 
-def test_agent_error_keeps_runner_message(k: SyncKube, start_operator: StartOperator) -> None:
-    h.create_credentials(k)
-    op = start_operator()
+def test_agent_error_keeps_runner_message(shared: Shared) -> None:
+    _op_cluster, k, op = shared
     h.make_run(k, "err-1", "fail lines=2")
     run = finished(k, op, "err-1")
     assert run["status"]["phase"] == "Failed"
@@ -67,11 +66,8 @@ def test_agent_error_keeps_runner_message(k: SyncKube, start_operator: StartOper
     assert events[-1].data["error"] == run["status"]["message"]
 
 
-def test_timeout_keeps_transcript_after_pod_is_gone(
-    k: SyncKube, start_operator: StartOperator
-) -> None:
-    h.create_credentials(k)
-    op = start_operator()
+def test_timeout_keeps_transcript_after_pod_is_gone(shared: Shared) -> None:
+    _op_cluster, k, op = shared
     h.make_run(k, "slow-1", "sleep=30 lines=3", timeoutSeconds=2)
     run = finished(k, op, "slow-1", timeout=60)
     assert run["status"]["phase"] == "Failed"
@@ -84,9 +80,8 @@ def test_timeout_keeps_transcript_after_pod_is_gone(
     assert h.transcript(k, "slow-1") == events
 
 
-def test_cancel_running_is_final(k: SyncKube, start_operator: StartOperator) -> None:
-    h.create_credentials(k)
-    op = start_operator()
+def test_cancel_running_is_final(shared: Shared) -> None:
+    _op_cluster, k, op = shared
     h.make_run(k, "cx-run", "sleep=30")
     h.wait_phase(k, "cx-run", {"Running"}, logs=op.log)
     k.merge_patch(f"{h.RUNS}/cx-run", {"spec": {"cancelRequested": True}})
@@ -115,10 +110,9 @@ def test_cancel_queued_without_job(k: SyncKube, start_operator: StartOperator) -
     assert_complete_transcript(k, "cq-b", "cancelled", "cancelled")
 
 
-def test_cancel_pending_pod(k: SyncKube, start_operator: StartOperator, op_cluster) -> None:  # type: ignore[no-untyped-def]
-    h.create_credentials(k)
+def test_cancel_pending_pod(shared: Shared) -> None:
+    op_cluster, k, op = shared
     op_cluster.faults.add({"agentrun.dev/run": "cx-pend"}, "unschedulable")
-    op = start_operator()
     h.make_run(k, "cx-pend", "hello")
     k.wait_for(
         "queued with reason",
@@ -161,10 +155,9 @@ def test_image_pull_then_pending_timeout(
     k.wait_for("job deleted (its pod must never start later)", lambda: not h.jobs_of(k, "pull"))
 
 
-def test_unschedulable_reason(k: SyncKube, start_operator: StartOperator, op_cluster) -> None:  # type: ignore[no-untyped-def]
-    h.create_credentials(k)
+def test_unschedulable_reason(shared: Shared) -> None:
+    op_cluster, k, _op = shared
     op_cluster.faults.add({"agentrun.dev/run": "nosched"}, "unschedulable")
-    op = start_operator()
     h.make_run(k, "nosched", "hello")
     k.wait_for(
         "queued/unschedulable",
@@ -172,31 +165,27 @@ def test_unschedulable_reason(k: SyncKube, start_operator: StartOperator, op_clu
         timeout=30,
     )
     assert h.get_run(k, "nosched")["status"]["phase"] == "Queued"
-    del op
 
 
-def test_evicted(k: SyncKube, start_operator: StartOperator, op_cluster) -> None:  # type: ignore[no-untyped-def]
-    h.create_credentials(k)
+def test_evicted(shared: Shared) -> None:
+    op_cluster, k, op = shared
     op_cluster.faults.add({"agentrun.dev/run": "evict"}, "evict", after_seconds=1.0)
-    op = start_operator()
     h.make_run(k, "evict", "sleep=30")
     run = finished(k, op, "evict")
     assert (run["status"]["phase"], run["status"]["reason"]) == ("Failed", "evicted")
     assert len(h.jobs_of(k, "evict")) == 1  # never re-run
 
 
-def test_oom_killed(k: SyncKube, start_operator: StartOperator, op_cluster) -> None:  # type: ignore[no-untyped-def]
-    h.create_credentials(k)
+def test_oom_killed(shared: Shared) -> None:
+    op_cluster, k, op = shared
     op_cluster.faults.add({"agentrun.dev/run": "oom"}, "oom_kill", after_seconds=1.0)
-    op = start_operator()
     h.make_run(k, "oom", "sleep=30")
     run = finished(k, op, "oom")
     assert (run["status"]["phase"], run["status"]["reason"]) == ("Failed", "oom_killed")
 
 
-def test_pod_deleted(k: SyncKube, start_operator: StartOperator) -> None:
-    h.create_credentials(k)
-    op = start_operator()
+def test_pod_deleted(shared: Shared) -> None:
+    _op_cluster, k, op = shared
     h.make_run(k, "poddel", "sleep=30")
     run = h.wait_phase(k, "poddel", {"Running"}, logs=op.log)
     k.delete(f"{h.PODS}/{run['status']['podName']}")
@@ -204,9 +193,8 @@ def test_pod_deleted(k: SyncKube, start_operator: StartOperator) -> None:
     assert (run["status"]["phase"], run["status"]["reason"]) == ("Failed", "pod_deleted")
 
 
-def test_job_deleted(k: SyncKube, start_operator: StartOperator) -> None:
-    h.create_credentials(k)
-    op = start_operator()
+def test_job_deleted(shared: Shared) -> None:
+    _op_cluster, k, op = shared
     h.make_run(k, "jobdel", "sleep=30")
     h.wait_phase(k, "jobdel", {"Running"}, logs=op.log)
     k.delete(f"{h.JOBS}/jobdel", propagationPolicy="Background")
