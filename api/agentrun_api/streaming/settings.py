@@ -35,14 +35,15 @@ class StreamSettings(BaseModel):
     drain_seconds: float = Field(
         default=5.0,
         ge=0,
-        description="On shutdown, how long open streams get to flush what they already hold "
-        "before they are closed.",
+        description="On shutdown, open streams end at once after sending what they hold; one "
+        "whose client stopped reading is dropped after this many seconds. Keep it below the "
+        "API's shutdown_grace_seconds.",
     )
     retry_after_seconds: int = Field(
         default=1,
         ge=0,
-        description="Retry-After sent with the 503 that refuses a new stream during shutdown, "
-        "and the SSE `retry:` hint (milliseconds) sent at the start of a stream.",
+        description="Retry-After (seconds) of the 503 that refuses a new stream while this "
+        "replica shuts down.",
     )
     watch_timeout_seconds: int = Field(
         default=300,
