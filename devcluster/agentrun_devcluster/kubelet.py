@@ -102,7 +102,7 @@ class KubeletSettings(BaseModel):
         default=1.0, description="Re-check interval for pods held unschedulable by a fault."
     )
     fault_poll_seconds: float = Field(
-        default=0.1, description="How often a running pod checks for evict/oom_kill faults."
+        default=0.25, description="How often a running pod checks for evict/oom_kill faults."
     )
     log_max_bytes: int = Field(
         default=8 * 1024 * 1024, description="Log bytes kept per container (oldest dropped)."
