@@ -106,7 +106,7 @@ class Task:
                 try:
                     work = run_agent(framework, inputs.agent_path, inputs.prompt)
                     result = asyncio.run(guarded(work, self.guard, HANDLER_CHECK_SECONDS))
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:  # an agent calling sys.exit failed too
                     # The traceback goes to the captured stderr: log events, for whoever debugs.
                     traceback.print_exc()
                     failure = ("agent_error", ExitCode.AGENT_ERROR, describe_failure(exc))
