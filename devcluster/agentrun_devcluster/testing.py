@@ -40,8 +40,11 @@ class ClusterThread:
         install_crds: bool = True,
         namespace: str = "default",
         start_timeout: float = 30.0,
+        bookmark_interval: float = 60.0,
     ) -> None:
-        self.server = EmulatedAPIServer(watch_window=watch_window)
+        self.server = EmulatedAPIServer(
+            watch_window=watch_window, bookmark_interval=bookmark_interval
+        )
         self.loop = asyncio.new_event_loop()
         self._install_crds = install_crds
         self._namespace = namespace

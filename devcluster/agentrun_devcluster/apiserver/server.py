@@ -74,8 +74,18 @@ class EmulatedAPIServer:
     """An in-memory Kubernetes API server over real HTTP (see the package docstring)."""
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 0, watch_window: int = 10_000
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        watch_window: int = 10_000,
+        bookmark_interval: float = 60.0,
     ) -> None:
+        """``watch_window``: watch events kept per resource type (older rv -> 410 Gone).
+        ``bookmark_interval``: seconds between BOOKMARK events on watches that allow them
+        (the real server sends one about every minute).
+        """
+        self.bookmark_interval = bookmark_interval
         self.host = host
         self.port = port
         self.state = ClusterState(watch_window=watch_window)
@@ -492,9 +502,14 @@ class EmulatedAPIServer:
         response = web.StreamResponse(status=200)
         response.content_type = "application/json"
         response.enable_chunked_encoding()
+        initial_events = q.get("sendInitialEvents", "").lower() == "true"
         try:
             watcher, initial = self.state.open_watch(
-                t.rt, t.namespace, predicate, q.get("resourceVersion")
+                t.rt,
+                t.namespace,
+                predicate,
+                # Watch-list: the current objects first, whatever resourceVersion says.
+                None if initial_events else q.get("resourceVersion"),
             )
         except APIError as exc:
             if exc.code != 410:
@@ -511,18 +526,26 @@ class EmulatedAPIServer:
             await response.prepare(request)
             for event_type, obj in initial:
                 await response.write(_line({"type": event_type, "object": obj}))
-            if bookmarks and q.get("sendInitialEvents", "").lower() == "true":
+            if bookmarks and initial_events:
                 await response.write(_line(self._bookmark(t.rt, initial_done=True)))
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
+            next_bookmark = loop.time() + self.bookmark_interval
             while True:
-                remaining = deadline - loop.time()
+                now = loop.time()
+                remaining = deadline - now
                 if remaining <= 0:
                     break
+                wait = min(remaining, next_bookmark - now) if bookmarks else remaining
                 try:
-                    item = await asyncio.wait_for(watcher.queue.get(), timeout=remaining)
+                    item = await asyncio.wait_for(watcher.queue.get(), timeout=max(0.0, wait))
                 except TimeoutError:
-                    break
+                    if bookmarks and loop.time() >= next_bookmark and watcher.queue.empty():
+                        # Every event up to state.rv has been sent (events are queued
+                        # synchronously), so the bookmark's resourceVersion is safe to resume.
+                        await response.write(_line(self._bookmark(t.rt)))
+                        next_bookmark = loop.time() + self.bookmark_interval
+                    continue
                 if item is None:
                     break
                 event_type, obj = item

@@ -93,3 +93,61 @@ async def _drain(core: client.CoreV1Api, resource_version: str) -> None:
             timeout_seconds=5,
         ):
             pass
+
+
+async def test_bookmarks_carry_a_resumable_resource_version() -> None:
+    with ClusterThread(install_crds=False, bookmark_interval=0.3) as cluster:
+        async with httpx.AsyncClient(base_url=cluster.base_url, timeout=30) as http:
+            rv = (await http.get("/api/v1/namespaces/default/configmaps")).json()["metadata"][
+                "resourceVersion"
+            ]
+            await http.post(
+                "/api/v1/namespaces/default/configmaps",
+                json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}},
+            )
+            r = await http.get(
+                "/api/v1/namespaces/default/configmaps",
+                params={
+                    "watch": "1",
+                    "resourceVersion": rv,
+                    "allowWatchBookmarks": "true",
+                    "timeoutSeconds": "2",
+                },
+            )
+            plain = await http.get(
+                "/api/v1/namespaces/default/configmaps",
+                params={"watch": "1", "resourceVersion": rv, "timeoutSeconds": "1"},
+            )
+    events = [json.loads(line) for line in r.text.splitlines() if line]
+    assert events[0]["type"] == "ADDED"
+    bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
+    assert bookmarks, events
+    assert all(
+        int(b["object"]["metadata"]["resourceVersion"])
+        >= int(events[0]["object"]["metadata"]["resourceVersion"])
+        for b in bookmarks
+    )
+    assert bookmarks[0]["object"]["kind"] == "ConfigMap"
+    assert [json.loads(line)["type"] for line in plain.text.splitlines() if line] == ["ADDED"]
+
+
+async def test_send_initial_events_lists_then_marks_the_end(
+    small_window_cluster: ClusterThread,
+) -> None:
+    rvs = await _seed(small_window_cluster.base_url, 2)
+    async with httpx.AsyncClient(base_url=small_window_cluster.base_url, timeout=30) as http:
+        r = await http.get(
+            "/api/v1/namespaces/default/configmaps",
+            params={
+                "watch": "1",
+                "sendInitialEvents": "true",
+                "allowWatchBookmarks": "true",
+                "resourceVersionMatch": "NotOlderThan",
+                "resourceVersion": rvs[-1],
+                "timeoutSeconds": "1",
+            },
+        )
+    events = [json.loads(line) for line in r.text.splitlines() if line]
+    assert [e["type"] for e in events[:3]] == ["ADDED", "ADDED", "BOOKMARK"]
+    annotations = events[2]["object"]["metadata"]["annotations"]
+    assert annotations == {"k8s.io/initial-events-end": "true"}
