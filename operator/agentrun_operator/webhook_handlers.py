@@ -204,14 +204,14 @@ class WebhookDeliverer:
 
     async def _start_delivery(self, run: AgentRun) -> None:
         """Safety net: a terminal run with a webhook_url but no delivery state gets one."""
-        await self._write_if_unchanged(run, None, pending_delivery())
+        await self._write_if_unchanged(run, pending_delivery())
 
     async def _redeliver(self, run: AgentRun, state: WebhookDelivery, token: str) -> None:
         if state.state is WebhookState.PENDING:
             new = state.model_copy(update={"redeliver_token": token})  # already on its way
         else:
             new = redelivery(state, token)
-        written = await self._write_if_unchanged(run, state, new)
+        written = await self._write_if_unchanged(run, new)
         if written and state.state is not WebhookState.PENDING:
             await self.kube.post_event(
                 run,
@@ -219,9 +219,7 @@ class WebhookDeliverer:
                 message=f"webhook {new.id} will be sent again (redeliver={token})",
             )
 
-    async def _write_if_unchanged(
-        self, run: AgentRun, expected: WebhookDelivery | None, new: WebhookDelivery
-    ) -> bool:
+    async def _write_if_unchanged(self, run: AgentRun, new: WebhookDelivery) -> bool:
         """Write ``new`` as status.webhook if the run is still the version the decision was
         made on. A terminal run may see no further event, so an unavailable apiserver is
         retried here rather than left to a later event."""
