@@ -34,6 +34,8 @@ from agentrun_operator.settings import OperatorSettings, load_settings
 log = logging.getLogger("agentrun.operator")
 
 _STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+_KOPF_INTERNAL_FIELDS = {"settings", "k8s_skip", "k8s_ref"}
+"""kopf attaches these to its per-object log records; they are not log fields."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,6 +49,8 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
         }
         for key, value in vars(record).items():
+            if key in _KOPF_INTERNAL_FIELDS:
+                continue
             if key not in _STANDARD_RECORD_FIELDS and not key.startswith("_"):
                 data[key] = (
                     value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
@@ -63,6 +67,11 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("kopf").setLevel(max(logging.getLevelName(level), logging.INFO))
+    # kopf logs every successful event handler call per object at INFO: noise (and CPU) for
+    # an operator whose handlers run on every watch event.
+    logging.getLogger("kopf.objects").setLevel(
+        logging.DEBUG if level == "DEBUG" else logging.WARNING
+    )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
