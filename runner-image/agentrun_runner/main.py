@@ -47,7 +47,10 @@ def _reexec_under_tini() -> None:
     if tini is None:
         return
     os.environ[ENV_NO_TINI] = "1"
-    os.execv(tini, [tini, "-g", "--", sys.executable, "-m", "agentrun_runner", *sys.argv[1:]])
+    try:
+        os.execv(tini, [tini, "-g", "--", sys.executable, "-m", "agentrun_runner", *sys.argv[1:]])
+    except OSError:
+        pass  # tini unusable: run as PID 1 ourselves (the handler below still works)
 
 
 def termination_message_path(env: Mapping[str, str]) -> str | None:

@@ -161,3 +161,15 @@ def test_no_reexec_when_not_pid1_without_tini_or_opted_out(
     else:
         monkeypatch.delenv(runner_main.ENV_NO_TINI, raising=False)
     runner_main._reexec_under_tini()
+
+
+def test_unusable_tini_falls_back_to_running_as_pid1(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_execv(path: str, argv: list[str]) -> None:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(runner_main.os, "getpid", lambda: 1)
+    monkeypatch.setattr(runner_main.os, "execv", broken_execv)
+    monkeypatch.setattr(runner_main, "_tini", lambda: "/usr/bin/tini")
+    monkeypatch.setenv(runner_main.ENV_NO_TINI, "")
+    monkeypatch.delenv(runner_main.ENV_NO_TINI)
+    runner_main._reexec_under_tini()  # returns: the runner goes on without tini
