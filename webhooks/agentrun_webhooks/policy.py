@@ -83,7 +83,8 @@ class WebhookPolicySettings(BaseModel):
     allowlist: list[str] = Field(
         default_factory=list,
         description="Targets opened despite the other rules: host names ('hooks.internal'), "
-        "domain suffixes with a leading dot ('.corp.example'), IP addresses and CIDRs "
+        "domain suffixes with a leading dot ('.corp.example' or '*.corp.example': the domain "
+        "and every name under it), IP addresses and CIDRs "
         "('10.20.0.0/16'). A host name entry opens every address the name resolves to.",
     )
     cluster_service_cidrs: list[str] = Field(
@@ -266,6 +267,8 @@ def _host_allowlisted(host: str, policy: WebhookPolicySettings) -> bool:
     name = _normalise_name(host)
     for entry in policy.allowlist:
         entry = _normalise_name(entry)
+        if entry.startswith("*."):
+            entry = entry[1:]  # "*.corp.example" means ".corp.example"
         if entry.startswith("."):
             if name.endswith(entry) or name == entry[1:]:
                 return True

@@ -207,6 +207,8 @@ async def test_allowlist_opens_host_suffix_and_cidr() -> None:
     assert await check("http://internal.corp.example/", by_host) == ("10.20.30.40",)
     by_suffix = WebhookPolicySettings(allowlist=[".corp.example"])
     assert await check("http://internal.corp.example/", by_suffix) == ("10.20.30.40",)
+    by_wildcard = WebhookPolicySettings(allowlist=["*.corp.example"])
+    assert await check("http://internal.corp.example/", by_wildcard) == ("10.20.30.40",)
     by_cidr = WebhookPolicySettings(allowlist=["10.20.0.0/16"])
     assert await check("http://internal.corp.example/", by_cidr) == ("10.20.30.40",)
     assert await check("http://10.20.1.1/", by_cidr) == ("10.20.1.1",)
