@@ -19,6 +19,7 @@ thread or ``atexit`` hook left behind by the agent's libraries can delay or alte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -47,10 +48,9 @@ def _reexec_under_tini() -> None:
     if tini is None:
         return
     os.environ[ENV_NO_TINI] = "1"
-    try:
+    # If tini cannot be exec'd, go on as PID 1 ourselves: the handler below still works.
+    with contextlib.suppress(OSError):
         os.execv(tini, [tini, "-g", "--", sys.executable, "-m", "agentrun_runner", *sys.argv[1:]])
-    except OSError:
-        pass  # tini unusable: run as PID 1 ourselves (the handler below still works)
 
 
 def termination_message_path(env: Mapping[str, str]) -> str | None:
