@@ -524,8 +524,23 @@ class EmulatedAPIServer:
             self._streams.add(task)
         try:
             await response.prepare(request)
+            as_table = printing.wants_table(request.headers.get("Accept", ""))
+            include = q.get("includeObject", "Metadata")
+            first = [True]
+
+            def render(obj: dict[str, Any]) -> dict[str, Any]:
+                # kubectl get -w asks for Tables: one row per event, the column definitions
+                # on the first event only, as the real server does.
+                if not as_table:
+                    return obj
+                table = printing.table(t.rt, [obj], self.state.rv, include)
+                if not first[0]:
+                    table["columnDefinitions"] = []
+                first[0] = False
+                return table
+
             for event_type, obj in initial:
-                await response.write(_line({"type": event_type, "object": obj}))
+                await response.write(_line({"type": event_type, "object": render(obj)}))
             if bookmarks and initial_events:
                 await response.write(_line(self._bookmark(t.rt, initial_done=True)))
             loop = asyncio.get_running_loop()
@@ -549,7 +564,7 @@ class EmulatedAPIServer:
                 if item is None:
                     break
                 event_type, obj = item
-                await response.write(_line({"type": event_type, "object": obj}))
+                await response.write(_line({"type": event_type, "object": render(obj)}))
             with contextlib.suppress(ConnectionResetError, RuntimeError):
                 await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):

@@ -252,3 +252,44 @@ async def test_real_kubectl_builtins_and_errors(
     assert code == 0, err
     assert "agentruns" in out
     assert "ar" in out
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+async def test_real_kubectl_get_watch_prints_rows(
+    emulated_cluster: ClusterThread, kube: client.ApiClient
+) -> None:
+    assert KUBECTL is not None
+    await _seed(kube)
+    proc = await asyncio.create_subprocess_exec(
+        KUBECTL,
+        "--kubeconfig",
+        str(emulated_cluster.kubeconfig),
+        "get",
+        "agentruns",
+        "-w",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        lines = [(await asyncio.wait_for(proc.stdout.readline(), 30)).decode() for _ in range(3)]
+        co = client.CustomObjectsApi(kube)
+        await co.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            "default",
+            PLURAL,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "AgentRun",
+                "metadata": {"name": "run-3"},
+                "spec": {"prompt": "p", "sessionId": "live"},
+            },
+        )
+        lines.append((await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
+    finally:
+        proc.terminate()
+        _, err = await proc.communicate()
+    assert lines[0].split() == ["NAME", "STATUS", "SESSION", "DURATION", "WEBHOOK", "AGE"]
+    assert lines[3].split()[:2] == ["run-3", "live"]
+    assert b"Unable to decode" not in err
