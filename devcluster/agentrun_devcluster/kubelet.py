@@ -131,6 +131,33 @@ class KubeletSettings(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------
+# Child processes die with the node
+
+PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()  # resolved in the parent: the child only calls it
+
+
+def die_with_parent() -> None:
+    """preexec_fn: SIGKILL this child when the process (thread) that started it dies, so a
+    crashed ``agentrun dev`` or test run leaves no container process behind (Linux only)."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------------
 # Time
 
 
@@ -968,6 +995,7 @@ class PodWorker:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
                 limit=4 * 1024 * 1024,
             )
         except OSError as exc:

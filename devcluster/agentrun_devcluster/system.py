@@ -32,7 +32,7 @@ import httpx
 from agentrun_devcluster.controllers import ClusterControllers
 from agentrun_devcluster.faults import FaultInjector
 from agentrun_devcluster.jobcontroller import JobControllerSettings
-from agentrun_devcluster.kubelet import KubeletSettings
+from agentrun_devcluster.kubelet import KubeletSettings, die_with_parent
 from agentrun_devcluster.testing import REPO_ROOT, ClusterThread
 
 TINY_RUNNER_COMMAND = [sys.executable, "-m", "agentrun_devcluster.tiny_runner"]
@@ -204,6 +204,7 @@ def start_process(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
     finally:
         log_file.close()
