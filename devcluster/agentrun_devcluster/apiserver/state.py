@@ -51,6 +51,7 @@ _LABEL_MSG = (
 )
 FOREGROUND_FINALIZER = "foregroundDeletion"
 ORPHAN_FINALIZER = "orphan"
+PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 
@@ -330,6 +331,9 @@ class ClusterState:
             meta["name"] = generate + "".join(random.choices(_NAME_ALPHABET, k=5))
         name = meta["name"]
         self._validate_name(rt, name)
+        if meta.get("resourceVersion"):
+            # registry/generic store: Create refuses a set resourceVersion.
+            raise errors.bad_request("resourceVersion should not be set on objects to be created")
         for drop in (
             "resourceVersion",
             "uid",
@@ -616,6 +620,13 @@ class ClusterState:
         """
         obj = self.get_object(rt, namespace, name)
         meta = obj["metadata"]
+        if rt.key == ("", "namespaces") and name in PROTECTED_NAMESPACES:
+            raise errors.APIError(
+                403,
+                "Forbidden",
+                f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                details={"name": name, "kind": "namespaces"},
+            )
         if options.precondition_uid and options.precondition_uid != meta["uid"]:
             raise errors.APIError(
                 409,

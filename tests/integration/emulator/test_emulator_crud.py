@@ -619,3 +619,24 @@ async def test_kubernetes_asyncio_watch_stream(kube: client.ApiClient) -> None:
         ):
             seen.append((event["type"], event["object"]["metadata"]["name"]))
     assert seen == [("ADDED", "k1")]
+
+
+async def test_create_refuses_resource_version_and_system_namespaces_stay(
+    kube: client.ApiClient,
+) -> None:
+    core = client.CoreV1Api(kube)
+    with pytest.raises(ApiException) as info:
+        await core.create_namespaced_config_map(
+            "default", {"metadata": {"name": "rv", "resourceVersion": "5"}}
+        )
+    assert info.value.status == 400
+    assert "resourceVersion should not be set" in body_of(info.value)["message"]
+    with pytest.raises(ApiException) as info:
+        await core.delete_namespace("default")
+    assert info.value.status == 403
+    await core.create_namespace({"metadata": {"name": "scratch"}})
+    await core.create_namespaced_config_map("scratch", {"metadata": {"name": "in-it"}})
+    await core.delete_namespace("scratch")
+    with pytest.raises(ApiException) as info:
+        await core.read_namespaced_config_map("in-it", "scratch")
+    assert info.value.status == 404
