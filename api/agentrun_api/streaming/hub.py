@@ -221,6 +221,24 @@ class RunUpstream:
                 asyncio.create_task(self._follow(), name=f"stream-watch-{self.run_name}"),
                 asyncio.create_task(self._check_run(), name=f"stream-check-{self.run_name}"),
             ]
+            for task in self._tasks:
+                task.add_done_callback(self._on_task_done)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        """A reader that died of an unexpected error must not leave its clients waiting on a
+        stream that no longer moves: end them (they reconnect to a fresh upstream)."""
+        if task.cancelled() or task.exception() is None or self.ended:
+            return
+        log.error(
+            "stream upstream failed; ending its streams",
+            extra={"run": self.run_name, "error": repr(task.exception())},
+        )
+        self.ended = True
+        for other in self._tasks:
+            other.cancel()
+        for client in list(self.clients):
+            client.end("upstream_failed")
+        self._hub.forget(self)
 
     # -- clients --
 
@@ -437,24 +455,7 @@ class StreamHub:
         run_name = names.run_name_for_job_id(job_id)
         if not _NAME_RE.match(run_name):
             raise RunNotFound(job_id)
-        upstream = self._upstreams.get(run_name)
-        if upstream is None:
-            upstream = RunUpstream(self, run_name)
-            upstream.started = asyncio.create_task(upstream.start())
-            self._upstreams[run_name] = upstream
-            self.metrics.upstreams.set(len(self._upstreams))
-        started = upstream.started
-        assert started is not None
-        try:
-            await asyncio.shield(started)
-        except asyncio.CancelledError:
-            # This caller went away while the upstream was starting; others may still use it.
-            started.add_done_callback(lambda _: upstream.release_if_idle())
-            raise
-        except BaseException:
-            if self._upstreams.get(run_name) is upstream:
-                await self.drop(upstream)
-            raise
+        upstream = await self._started_upstream(run_name)
         if self.closing:
             raise ShuttingDown
         complete_id = upstream.view.complete_id
@@ -462,6 +463,39 @@ class StreamHub:
             upstream.release_if_idle()
             return None
         return upstream.subscribe(cursor)
+
+    async def _started_upstream(self, run_name: str) -> RunUpstream:
+        """The run's upstream, started; a fresh one if the one found ended meanwhile."""
+        for attempt in range(3):
+            found = self._upstreams.get(run_name)
+            if found is not None:
+                upstream = found
+            else:
+                upstream = RunUpstream(self, run_name)
+                upstream.started = asyncio.create_task(upstream.start())
+                self._upstreams[run_name] = upstream
+                self.metrics.upstreams.set(len(self._upstreams))
+            started = upstream.started
+            assert started is not None
+            try:
+                await asyncio.shield(started)
+            except asyncio.CancelledError:
+                # This caller went away while the upstream started; others may still use it.
+                started.add_done_callback(_release_if_idle(upstream))
+                raise
+            except BaseException:
+                if self._upstreams.get(run_name) is upstream:
+                    await self.drop(upstream)
+                raise
+            if not upstream.ended or attempt == 2:
+                return upstream
+        raise AssertionError("unreachable")
+
+    def forget(self, upstream: RunUpstream) -> None:
+        """Stop handing ``upstream`` to new clients (a fresh one will be started)."""
+        if self._upstreams.get(upstream.run_name) is upstream:
+            del self._upstreams[upstream.run_name]
+            self.metrics.upstreams.set(len(self._upstreams))
 
     async def drop(self, upstream: RunUpstream, reason: str = "released") -> None:
         if self._upstreams.get(upstream.run_name) is upstream:
@@ -499,6 +533,10 @@ class StreamHub:
                     await self._drained.wait()
         for upstream in list(self._upstreams.values()):
             await self.drop(upstream, reason="shutdown")
+
+
+def _release_if_idle(upstream: RunUpstream) -> Callable[[object], None]:
+    return lambda _: upstream.release_if_idle()
 
 
 async def watch_shutdown(event: asyncio.Event, on_shutdown: Callable[[], None]) -> None:

@@ -406,3 +406,20 @@ async def test_a_run_the_informer_lost_is_confirmed_with_kubernetes(source: Fake
     del source.runs["run-a"]
     await asyncio.wait_for(reader.task, 5)
     assert not reader.done
+
+
+async def test_an_upstream_that_dies_of_a_bug_ends_its_streams_and_is_replaced(
+    source: FakeSource,
+) -> None:
+    hub = StreamHub(source, settings())
+    source.put("run-a", "c0", [log(1)])
+    reader = Reader(await hub.open("run_a", 0))  # type: ignore[arg-type]
+    await until(lambda: reader.ids == [1] and source.watchers)
+    source.end_watches(RuntimeError("a bug, not a Kubernetes error"))
+    await asyncio.wait_for(reader.task, 5)
+    assert reader.ids == [1]
+    assert reader.client.end_reason == "upstream_failed"
+    fresh = Reader(await hub.open("run_a", 1))  # type: ignore[arg-type]
+    source.put("run-a", "c0", [log(1), complete(2)])
+    await until(lambda: fresh.done)
+    assert fresh.ids == [2]
