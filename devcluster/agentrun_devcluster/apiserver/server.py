@@ -282,7 +282,7 @@ class EmulatedAPIServer:
                 if t.rt.namespaced and t.namespace is None:
                     raise errors.method_not_allowed()
                 body = await self._read_body(request)
-                obj = self.state.create(t.rt, t.namespace, body)
+                obj = self.state.create(t.rt, t.namespace, body, dry_run=_dry_run(request))
                 return _json_response(obj, 201)
             if method == "DELETE":
                 return await self._delete_collection(request, t)
@@ -298,7 +298,9 @@ class EmulatedAPIServer:
             return _json_response(obj)
         if method == "PUT":
             body = await self._read_body(request)
-            obj = self.state.update(t.rt, t.namespace, t.name, body, subresource=t.sub)
+            obj = self.state.update(
+                t.rt, t.namespace, t.name, body, subresource=t.sub, dry_run=_dry_run(request)
+            )
             return _json_response(obj)
         if method == "PATCH":
             return await self._patch(request, t)
@@ -306,7 +308,9 @@ class EmulatedAPIServer:
             if t.sub is not None:
                 raise errors.method_not_allowed()
             options = await self._delete_options(request)
-            obj, gone = self.state.delete(t.rt, t.namespace, t.name, options)
+            obj, gone = self.state.delete(
+                t.rt, t.namespace, t.name, options, dry_run=_dry_run(request)
+            )
             if gone and t.rt.key != ("", "pods"):
                 meta = obj["metadata"]
                 return _json_response(
@@ -418,7 +422,13 @@ class EmulatedAPIServer:
             "resourceVersion"
         ]
         obj = self.state.update(
-            t.rt, t.namespace, t.name, patched, subresource=t.sub, require_rv=False
+            t.rt,
+            t.namespace,
+            t.name,
+            patched,
+            subresource=t.sub,
+            require_rv=False,
+            dry_run=_dry_run(request),
         )
         return _json_response(obj)
 
@@ -649,6 +659,15 @@ class EmulatedAPIServer:
             if task is not None:
                 self._streams.discard(task)
         return response
+
+
+def _dry_run(request: web.Request) -> bool:
+    """``dryRun=All``: the request is admitted and answered, and nothing is stored."""
+    values = request.query.getall("dryRun", [])
+    unknown = [v for v in values if v != "All"]
+    if unknown:
+        raise errors.bad_request(f"unsupported dryRun value(s): {', '.join(unknown)}; use All")
+    return bool(values)
 
 
 def _line(event: dict[str, Any]) -> bytes:

@@ -299,7 +299,9 @@ class ClusterState:
 
     # -- create --------------------------------------------------------------------------
 
-    def create(self, rt: ResourceType, namespace: str | None, body: Obj) -> Obj:
+    def create(
+        self, rt: ResourceType, namespace: str | None, body: Obj, *, dry_run: bool = False
+    ) -> Obj:
         """POST: 201 semantics. Fills uid, resourceVersion, generation, creationTimestamp.
 
         The namespace comes from the URL (a body without one gets it; a different one is 400).
@@ -352,6 +354,8 @@ class ClusterState:
             meta["generation"] = 1
         self._initial_status(rt, obj)
         obj = self.admit(rt, obj, None)
+        if dry_run:
+            return obj
         stored = self._store(rt, obj, "ADDED", None)
         if rt.key == CRD_KEY:
             self.install_crd(stored)
@@ -507,8 +511,9 @@ class ClusterState:
         *,
         subresource: str | None = None,
         require_rv: bool | None = None,
+        dry_run: bool = False,
     ) -> Obj:
-        """PUT (and the last step of PATCH).
+        """PUT (and the last step of PATCH). ``dry_run``: admit and answer, store nothing.
 
         A ``metadata.resourceVersion`` that is not the current one -> 409 Conflict. Custom
         resources require it on PUT (422 otherwise), as the real server does. On the main
@@ -589,6 +594,8 @@ class ClusterState:
                     ],
                 )
         new = self.admit(rt, new, old)
+        if dry_run:
+            return new
         if new == old:
             return old
         if (
@@ -606,7 +613,13 @@ class ClusterState:
     # -- delete --------------------------------------------------------------------------
 
     def delete(
-        self, rt: ResourceType, namespace: str | None, name: str, options: DeleteOptions
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        options: DeleteOptions,
+        *,
+        dry_run: bool = False,
     ) -> tuple[Obj, bool]:
         """DELETE. Returns (object, gone): gone=False while finalizers or grace keep it.
 
@@ -657,6 +670,8 @@ class ClusterState:
                     )
                 ],
             )
+        if dry_run:
+            return obj, False
         finalizers = list(meta.get("finalizers") or [])
         extra: list[str] = []
         if policy == "Foreground" and self._dependents.get(meta["uid"]):

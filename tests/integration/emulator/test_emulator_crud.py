@@ -640,3 +640,24 @@ async def test_create_refuses_resource_version_and_system_namespaces_stay(
     with pytest.raises(ApiException) as info:
         await core.read_namespaced_config_map("in-it", "scratch")
     assert info.value.status == 404
+
+
+async def test_dry_run_stores_nothing(kube: client.ApiClient) -> None:
+    co = client.CustomObjectsApi(kube)
+    preview = await co.create_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, agentrun("dry"), dry_run="All"
+    )
+    assert preview["spec"]["timeoutSeconds"] == 3600  # admitted (defaulted)
+    with pytest.raises(ApiException) as info:
+        await co.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "dry")
+    assert info.value.status == 404
+    with pytest.raises(ApiException) as info:
+        await co.create_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL, dict(agentrun("dry"), spec={}), dry_run="All"
+        )
+    assert info.value.status == 422
+    await co.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, agentrun("real"))
+    await co.delete_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, "real", dry_run="All"
+    )
+    assert await co.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "real")
