@@ -56,7 +56,7 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, Field
 
-from agentrun_devcluster.kube_json import Informer, JsonKube, Obj
+from agentrun_devcluster.kube_json import EventRecorder, Informer, JsonKube, Obj
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class JobControllerSettings(BaseModel):
     watch_timeout_seconds: int = Field(
         default=60, description="timeoutSeconds of each watch request before it is renewed."
     )
+    events: bool = Field(default=True, description="Post core/v1 Events as the real one does.")
     workers: int = Field(
         default=4,
         ge=1,
@@ -501,6 +502,7 @@ class JobController:
             watch_timeout_seconds=self.settings.watch_timeout_seconds,
         )
         self.tracking: dict[str, JobTracking] = {}
+        self.events = EventRecorder(kube, "job-controller", enabled=self.settings.events)
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._queued: set[tuple[str, str]] = set()
         self._processing: set[tuple[str, str]] = set()
@@ -527,6 +529,7 @@ class JobController:
                 await task
         for timer in self._timers.values():
             timer.cancel()
+        await self.events.flush()
         await self.jobs.stop()
         await self.pods.stop()
 
@@ -585,6 +588,15 @@ class JobController:
         ns = job["metadata"].get("namespace")
         return [p for (pns, _), p in self.pods.cache.items() if pns == ns and is_owned_by(p, job)]
 
+    def _emit_transitions(self, job: Obj, status: Obj) -> None:
+        """The real controller's Events for a newly reached FailureTarget or Complete."""
+        before = job.get("status") or {}
+        if _has_condition(status, "FailureTarget") and not _has_condition(before, "FailureTarget"):
+            cond = _has_condition(status, "FailureTarget") or {}
+            self.events.emit(job, str(cond.get("reason")), str(cond.get("message")), warning=True)
+        if _has_condition(status, "Complete") and not _has_condition(before, "Complete"):
+            self.events.emit(job, "Completed", "Job completed")
+
     async def _sync(self, key: tuple[str, str]) -> None:
         job = self.jobs.cache.get(key)
         if job is None:
@@ -597,17 +609,21 @@ class JobController:
             log.info("ttl: deleting finished job %s/%s", ns, name)
             await self.kube.delete(_job_path(ns, name), propagationPolicy="Background")
             return
+        job = {"apiVersion": "batch/v1", "kind": "Job", **job}
         if result.create_pod is not None:
             pod = await self.kube.create(f"/api/v1/namespaces/{ns}/pods", result.create_pod)
             # cache it at once so a quick re-sync never creates a second pod
             self.pods.cache[(ns, pod["metadata"]["name"])] = pod
             tracking.last_seen[_pod_uid(pod)] = pod
+            self.events.emit(job, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
         for pod_name in result.delete_pods:
             await self.kube.delete(f"/api/v1/namespaces/{ns}/pods/{pod_name}")
+            self.events.emit(job, "SuccessfulDelete", f"Deleted pod: {pod_name}")
         if result.status is not None:
             updated = await self.kube.merge_patch(
                 f"{_job_path(ns, name)}/status", {"status": result.status}
             )
             self.jobs.cache[key] = updated
+            self._emit_transitions(job, result.status)
         if result.requeue_after is not None:
             self.enqueue_after(key, result.requeue_after)

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from agentrun_kube.errors import Gone, KubeError, from_api_exception
@@ -262,3 +264,71 @@ class Informer:
 
 def _rv(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+class EventRecorder:
+    """Posts core/v1 Events about objects, as the real controllers do (fire and forget).
+
+    Failures are logged at debug level and never affect the caller: Events are best effort on a
+    real cluster too.
+    """
+
+    def __init__(
+        self, kube: JsonKube, component: str, host: str | None = None, enabled: bool = True
+    ) -> None:
+        self.kube = kube
+        self.component = component
+        self.host = host
+        self.enabled = enabled
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def emit(self, obj: Obj, reason: str, message: str, *, warning: bool = False) -> None:
+        if not self.enabled:
+            return
+        task = asyncio.create_task(self._post(obj, reason, message, warning))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, obj: Obj, reason: str, message: str, warning: bool) -> None:
+        meta = obj.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        now = datetime.now(UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        source: dict[str, str] = {"component": self.component}
+        if self.host:
+            source["host"] = self.host
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta.get('name')}.{secrets.token_hex(8)}",
+                "namespace": namespace,
+            },
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message,
+            "type": "Warning" if warning else "Normal",
+            "source": source,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "eventTime": None,
+            "count": 1,
+            "reportingComponent": self.component,
+            "reportingInstance": self.host or "",
+        }
+        try:
+            await self.kube.create(f"/api/v1/namespaces/{namespace}/events", event)
+        except KubeError as exc:
+            log.debug("event %s for %s not recorded: %s", reason, meta.get("name"), exc)
+
+    async def flush(self) -> None:
+        """Wait for the events in flight (used on stop)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

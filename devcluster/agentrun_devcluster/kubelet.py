@@ -65,7 +65,7 @@ from agentrun_kube.errors import KubeError
 from pydantic import BaseModel, Field
 
 from agentrun_devcluster.faults import Fault, FaultInjector
-from agentrun_devcluster.kube_json import Informer, JsonKube, Obj
+from agentrun_devcluster.kube_json import EventRecorder, Informer, JsonKube, Obj
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class KubeletSettings(BaseModel):
     watch_timeout_seconds: int = Field(
         default=60, description="timeoutSeconds of each pod watch request before it is renewed."
     )
+    events: bool = Field(default=True, description="Post core/v1 Events as a real node does.")
     default_grace_seconds: int = Field(
         default=30, description="Grace period when a deleted pod carries none."
     )
@@ -664,6 +665,10 @@ def _pod_path(ns: str, name: str) -> str:
     return f"/api/v1/namespaces/{ns}/pods/{name}"
 
 
+def _pod_ref(pod: Obj) -> Obj:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod.get("metadata") or {}}
+
+
 class Kubelet:
     """Schedules pending pods onto its node and runs them (one task per pod)."""
 
@@ -685,6 +690,12 @@ class Kubelet:
             watch_timeout_seconds=self.settings.watch_timeout_seconds,
         )
         self.workers: dict[str, PodWorker] = {}
+        self.events = EventRecorder(
+            kube, "kubelet", self.settings.node_name, enabled=self.settings.events
+        )
+        self.scheduler_events = EventRecorder(
+            kube, "default-scheduler", enabled=self.settings.events
+        )
         self._schedulers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -704,6 +715,8 @@ class Kubelet:
         for worker in workers:
             await worker.cancel()
         self.workers.clear()
+        await self.events.flush()
+        await self.scheduler_events.flush()
 
     def running_pids(self) -> list[int]:
         return [
@@ -771,10 +784,18 @@ class Kubelet:
                         ],
                     }
                     await self.kube.merge_patch(f"{_pod_path(ns, name)}/status", {"status": status})
+                    self.scheduler_events.emit(
+                        _pod_ref(pod), "FailedScheduling", UNSCHEDULABLE_MESSAGE, warning=True
+                    )
                     reported = True
                 await asyncio.sleep(self.settings.schedule_retry_seconds)
             await self.kube.merge_patch(
                 _pod_path(ns, name), {"spec": {"nodeName": self.settings.node_name}}
+            )
+            self.scheduler_events.emit(
+                _pod_ref(pod),
+                "Scheduled",
+                f"Successfully assigned {ns}/{name} to {self.settings.node_name}",
             )
         except KubeError as exc:
             log.debug("scheduling %s/%s: %s", ns, name, exc)
@@ -803,6 +824,9 @@ class PodWorker:
         self._task: asyncio.Task[None] | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._oom = False
+
+    def event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        self.kubelet.events.emit(_pod_ref(self.pod), reason, message, warning=warning)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"pod {self.ns}/{self.name}")
@@ -927,13 +951,16 @@ class PodWorker:
         while self.kubelet.faults.find(labels, Fault.IMAGE_PULL) is not None:
             image = self.container.get("image", "")
             if not pulled_fail:
-                await self._waiting(
-                    "ErrImagePull",
+                message = (
                     f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": '
-                    f'failed to resolve reference "{image}": {image}: not found',
+                    f'failed to resolve reference "{image}": {image}: not found'
                 )
+                await self._waiting("ErrImagePull", message)
+                self.event("Failed", f'Failed to pull image "{image}": {message}', warning=True)
+                self.event("Failed", "Error: ErrImagePull", warning=True)
             else:
                 await self._waiting("ImagePullBackOff", f'Back-off pulling image "{image}"')
+                self.event("BackOff", f'Back-off pulling image "{image}"')
             pulled_fail = not pulled_fail
             if await self._sleep_or_deleted(self.settings.image_pull_retry_seconds):
                 return None
@@ -961,11 +988,14 @@ class PodWorker:
                 return argv, penv, plan.workdir or self.pod_dir
             except ContainerConfigError as exc:
                 error = ("CreateContainerConfigError", str(exc))
+                event = ("Failed", f"Error: {exc}")
             except VolumeNotReady as exc:
                 log.info("pod %s/%s: %s", self.ns, self.name, exc)
                 error = ("ContainerCreating", "")
+                event = ("FailedMount", str(exc))
             if error != last_error:
                 await self._waiting(error[0], error[1] or None)
+                self.event(event[0], event[1], warning=True)
                 last_error = error
             if await self._sleep_or_deleted(self.settings.config_retry_seconds):
                 return None
@@ -985,6 +1015,9 @@ class PodWorker:
             await self._finish_never_started()
             return
         argv, env, workdir = prepared
+        image = self.container.get("image", "")
+        self.event("Pulled", f'Container image "{image}" already present on machine')
+        self.event("Created", f"Created container: {self.cname}")
         clog = self.kubelet.logs.open(self.ns, self.name, self.cname)
         try:
             self.process = await asyncio.create_subprocess_exec(
@@ -1021,6 +1054,7 @@ class PodWorker:
                 _cond("ContainersReady", True, now),
             ],
         )
+        self.event("Started", f"Started container {self.cname}")
         log.info("pod %s/%s: started pid %s", self.ns, self.name, self.process.pid)
         returncode = await self._supervise()
         # container teardown: whatever the main process left behind goes too
@@ -1150,6 +1184,7 @@ class PodWorker:
     ) -> int:
         grace = 0.0 if self.gone else self._grace_seconds()
         log.info("pod %s/%s: deleting, SIGTERM then SIGKILL after %ss", self.ns, self.name, grace)
+        self.event("Killing", f"Stopping container {self.cname}")
         with contextlib.suppress(ProcessLookupError, PermissionError):
             proc.send_signal(signal.SIGTERM)
         try:
@@ -1160,6 +1195,7 @@ class PodWorker:
             return await wait_task
 
     async def _terminated_without_start(self, reason: str, code: int, message: str) -> None:
+        self.event("Failed", f"Error: {message}", warning=True)
         now = rfc3339(datetime.now(UTC))
         await self._write_status(
             phase="Failed",

@@ -658,3 +658,40 @@ def test_deleted_pod_ignoring_sigterm_lives_its_grace_then_exit_137(
             os.kill(pid, 0)
     kube.merge_patch(f"{PODS}/stubborn-pod", {"metadata": {"finalizers": []}})
     kube.wait_for("pod gone", lambda: kube.get_or_none(f"{PODS}/stubborn-pod") is None, 10)
+
+
+def events_for(kube: SyncKube, name: str) -> list[tuple[str, str, str]]:
+    return [
+        (e["type"], e["reason"], e["message"])
+        for e in kube.items(f"/api/v1/namespaces/{NS}/events")
+        if e["involvedObject"]["name"] == name
+    ]
+
+
+def test_events_as_real_controllers_post_them(kube: SyncKube) -> None:
+    kube.create(JOBS, job_manifest("evs", "print('x')"))
+    wait_condition(kube, "evs", "Complete")
+    pod = one_pod(kube, "evs")["metadata"]["name"]
+    expected_job = {
+        ("Normal", "SuccessfulCreate", f"Created pod: {pod}"),
+        ("Normal", "Completed", "Job completed"),
+    }
+    kube.wait_for("job events", lambda: expected_job <= set(events_for(kube, "evs")), 10)
+    expected_pod = {
+        ("Normal", "Scheduled", f"Successfully assigned {NS}/{pod} to agentrun-dev-node"),
+        ("Normal", "Pulled", 'Container image "agentrun-runner:dev" already present on machine'),
+        ("Normal", "Created", "Created container: runner"),
+        ("Normal", "Started", "Started container runner"),
+    }
+    kube.wait_for("pod events", lambda: expected_pod <= set(events_for(kube, pod)), 10)
+
+    container = {"envFrom": [{"secretRef": {"name": "absent"}}]}
+    kube.create(JOBS, job_manifest("evs-missing", "print(1)", container=container))
+    missing = one_pod(kube, "evs-missing")["metadata"]["name"]
+    kube.wait_for(
+        "config error event",
+        lambda: (
+            ("Warning", "Failed", 'Error: secret "absent" not found') in events_for(kube, missing)
+        ),
+        20,
+    )
