@@ -13,10 +13,17 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-from agentrun_devcluster.system import ControlledCluster, SyncKube
+from agentrun_devcluster.system import (
+    ControlledCluster,
+    SyncKube,
+    small_job_settings,
+    small_kubelet_settings,
+)
 
 JOBS = "/apis/batch/v1/namespaces/default/jobs"
 
@@ -73,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     n = 5 if args.smoke or os.environ.get("AGENTRUN_BENCH_SMOKE") else args.jobs
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}")
     with ControlledCluster() as cluster:
         kube = SyncKube(cluster.base_url)
         single = [run_batch(kube, f"single{i}", 1)[0] for i in range(3)]
         t0 = time.monotonic()
         lat = run_batch(kube, "batch", n)
         wall = time.monotonic() - t0
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus")
     print(
         f"one job on an idle cluster: median {statistics.median(single) * 1000:.0f} ms "
         f"(create -> Complete, 3 samples)"
@@ -89,6 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{statistics.median(lat) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms, "
         f"wall {wall:.2f} s"
     )
+    with tempfile.TemporaryDirectory() as state:
+        quiet = ControlledCluster(
+            kubelet_settings=small_kubelet_settings(Path(state)).model_copy(
+                update={"events": False}
+            ),
+            job_settings=small_job_settings().model_copy(update={"events": False}),
+        )
+        with quiet:
+            kube = SyncKube(quiet.base_url)
+            t0 = time.monotonic()
+            run_batch(kube, "quiet", n)
+            quiet_wall = time.monotonic() - t0
+    print(f"same without Events: {n / quiet_wall:.1f} jobs/s, wall {quiet_wall:.2f} s")
     return 0
 
 
