@@ -392,8 +392,11 @@ class RunUpstream:
                     await self._relist()
             except KubeError as exc:
                 log.warning("run check failed", extra={"run": self.run_name, "status": exc.status})
+        # `complete` came through a re-list: the watch has nothing more to deliver
+        self._stop_checking()
 
     def _stop_checking(self) -> None:
+        """Cancel this upstream's other reader (the watch, or the check) once complete."""
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:

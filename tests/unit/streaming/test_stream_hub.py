@@ -382,7 +382,10 @@ async def test_payloads_stay_one_line_of_json(source: FakeSource) -> None:
 
 async def test_the_informer_spares_the_periodic_run_reads(source: FakeSource) -> None:
     informer: dict[str, CachedRun] = {"run-a": CachedRun(uid="uid-1", terminal=False)}
-    hub = StreamHub(source, settings(status_poll_seconds=0.02), lookup=informer.get)
+    slow_release = settings(
+        status_poll_seconds=0.02, heartbeat_seconds=30, upstream_idle_seconds=30
+    )
+    hub = StreamHub(source, slow_release, lookup=informer.get)
     reader = Reader(await hub.open("run_a", 0))  # type: ignore[arg-type]
     gets_after_open = source.gets
     await asyncio.sleep(0.3)  # ~15 checks
@@ -395,6 +398,9 @@ async def test_the_informer_spares_the_periodic_run_reads(source: FakeSource) ->
     await until(lambda: reader.done)
     assert source.lists > lists_before
     assert reader.ids == [1, 2]
+    # the watch is closed once complete is stored, though the upstream lingers for reconnects
+    await until(lambda: not source.watchers)
+    assert hub.upstream_count == 1
 
 
 async def test_a_run_the_informer_lost_is_confirmed_with_kubernetes(source: FakeSource) -> None:
