@@ -30,6 +30,7 @@ from agentrun_contract.resource import (
 )
 from agentrun_kube.errors import (
     Conflict,
+    KubeError,
     NotFound,
     Unavailable,
     from_api_exception,
@@ -55,6 +56,16 @@ async def kube_call(call: Awaitable[T]) -> T:
         raise from_api_exception(exc) from exc
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise Unavailable(0, type(exc).__name__, str(exc)) from exc
+
+
+def is_failed_patch_test(error: KubeError) -> bool:
+    """A JSON-patch ``test`` that did not hold. The real apiserver answers it 422 with the
+    json-patch library's words ("testing value /status/phase failed"); agentrun_kube maps only
+    "test operation" wording to Conflict, so both are recognised here."""
+    if isinstance(error, Conflict):
+        return True
+    message = error.message.lower()
+    return error.status == 422 and ("testing value" in message or "test operation" in message)
 
 
 class AlreadyFinished(Exception):
@@ -155,7 +166,9 @@ class RunsRepository:
                         cancel_patch(obj),  # a list body is sent as application/json-patch+json
                     )
                 )
-            except Conflict:
+            except KubeError as error:
+                if not is_failed_patch_test(error):
+                    raise
                 log.debug("cancel guard failed; re-reading", extra={"run": name})
                 continue
             return patched

@@ -803,3 +803,46 @@ def test_metrics_count_requests_by_route_and_status(api: Any, http: httpx.Client
     assert 'route="/api/v1/runs/{job_id}",status="404"' in text
     assert "agentrun_api_runs_created_total 1.0" in text
     assert "agentrun_api_request_duration_seconds_bucket" in text
+
+
+def test_cancel_rereads_when_the_run_moved_after_it_was_read(
+    api: Any, http: httpx.Client, cluster: ClusterThread, namespace: str
+) -> None:
+    """The operator writes status between the API's read and its patch: the patch's test fails
+    (422 from the apiserver), the API re-reads and decides again."""
+    job_id = submit(http).json()["job_id"]
+    name = names.run_name_for_job_id(job_id)
+    repository = api.app.state.runs
+    stale = api.call(repository.get(name))  # empty status: the guard tests resourceVersion
+    set_status(cluster, namespace, job_id, {"phase": "Running"})
+    real_get = repository.get
+    reads: list[str] = []
+
+    async def get_once_stale(run: str) -> dict[str, Any]:
+        reads.append(run)
+        return stale if len(reads) == 1 else await real_get(run)
+
+    repository.get = get_once_stale
+    try:
+        patched = api.call(repository.cancel(name))
+    finally:
+        repository.get = real_get
+    assert len(reads) == 2
+    assert patched["spec"]["cancelRequested"] is True
+
+    # and when it finished in between, the re-read answers "already finished"
+    other = submit(http).json()["job_id"]
+    other_name = names.run_name_for_job_id(other)
+    set_status(cluster, namespace, other, {"phase": "Running"})
+    stale = api.call(repository.get(other_name))
+    finish(cluster, namespace, other)
+    reads.clear()
+    repository.get = get_once_stale
+    try:
+        from agentrun_api.runs_repository import AlreadyFinished
+
+        with pytest.raises(AlreadyFinished):
+            api.call(repository.cancel(other_name))
+    finally:
+        repository.get = real_get
+    assert "cancelRequested" not in get_agentrun(cluster, namespace, other)["spec"]
