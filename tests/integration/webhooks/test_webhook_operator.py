@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import random
 import signal
 import subprocess
 import sys
@@ -551,3 +553,42 @@ def test_webhook_printer_column(
     rest = header[start + len("WEBHOOK") :]
     end = start + len("WEBHOOK") + (len(rest) - len(rest.lstrip())) if rest.strip() else None
     assert row[start:end].strip() == "delivered", out
+
+
+def test_many_deliveries_survive_repeated_kills(
+    own_kube: SyncKube, own_receiver: WebhookReceiver, tmp_path: Path, own_cluster: ClusterThread
+) -> None:
+    """Chaos: 20 runs whose receivers fail a random number of times, while the operator is
+    SIGKILLed at random moments. Every delivery ends delivered, every request of a run carries
+    that run's one webhook-id, and nothing is sent once all are recorded as delivered.
+    Seed: AGENTRUN_CHAOS_SEED (printed)."""
+    seed = int(os.environ.get("AGENTRUN_CHAOS_SEED") or random.randrange(1 << 30))
+    print(f"AGENTRUN_CHAOS_SEED={seed}")
+    rng = random.Random(seed)
+    env = {"AGENTRUN_OPERATOR_WEBHOOK__RETRY_SCHEDULE_SECONDS": json.dumps([0] + [0.2] * 9)}
+    op = WebhookOperator(own_cluster, own_receiver, tmp_path, **env).start()
+    names = [f"chaos-{i}" for i in range(20)]
+    ids: dict[str, str] = {}
+    try:
+        for batch in (names[:10], names[10:]):
+            for name in batch:
+                url, path = path_of(own_receiver, name)
+                own_receiver.script(*[Answer(status=500)] * rng.randint(0, 3), path=path)
+                ids[name] = make_finished_run(own_kube, name, url)
+            time.sleep(rng.uniform(0.0, 0.8))  # mid-retries of this batch
+            op.kill(signal.SIGKILL)
+            op.start()
+        for name in names:
+            wait_state(own_kube, name, "delivered", timeout=60)
+        settled = len(own_receiver.requests())
+        time.sleep(1.5)
+        assert len(own_receiver.requests()) == settled, "sent after being recorded delivered"
+        for name in names:
+            items = own_receiver.requests(f"/hook/{name}")
+            assert items, name
+            assert {i.headers["webhook-id"] for i in items} == {ids[name]}
+            assert any(200 <= i.answered < 300 for i in items)
+            assert_verified(items)
+            assert webhook_of(own_kube, name)["attempts"] <= len(items)
+    finally:
+        op.kill(signal.SIGTERM)
