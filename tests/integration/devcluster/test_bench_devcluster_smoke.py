@@ -17,3 +17,4 @@ def test_bench_devcluster_smoke() -> None:
     assert out.returncode == 0, out.stderr
     assert re.search(r"one job on an idle cluster: median \d+ ms", out.stdout), out.stdout
     assert re.search(r"5 jobs created at once: [\d.]+ jobs/s", out.stdout), out.stdout
+    assert re.search(r"same without Events: [\d.]+ jobs/s", out.stdout), out.stdout
