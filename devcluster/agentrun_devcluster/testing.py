@@ -41,9 +41,12 @@ class ClusterThread:
         namespace: str = "default",
         start_timeout: float = 30.0,
         bookmark_interval: float = 60.0,
+        watch_window_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.server = EmulatedAPIServer(
-            watch_window=watch_window, bookmark_interval=bookmark_interval
+            watch_window=watch_window,
+            bookmark_interval=bookmark_interval,
+            watch_window_bytes=watch_window_bytes,
         )
         self.loop = asyncio.new_event_loop()
         self._install_crds = install_crds

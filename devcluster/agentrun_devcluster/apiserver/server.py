@@ -80,15 +80,17 @@ class EmulatedAPIServer:
         port: int = 0,
         watch_window: int = 10_000,
         bookmark_interval: float = 60.0,
+        watch_window_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        """``watch_window``: watch events kept per resource type (older rv -> 410 Gone).
+        """``watch_window``: watch events kept per resource type (older rv -> 410 Gone);
+        ``watch_window_bytes``: and at most this many bytes of them per resource type.
         ``bookmark_interval``: seconds between BOOKMARK events on watches that allow them
         (the real server sends one about every minute).
         """
         self.bookmark_interval = bookmark_interval
         self.host = host
         self.port = port
-        self.state = ClusterState(watch_window=watch_window)
+        self.state = ClusterState(watch_window=watch_window, watch_window_bytes=watch_window_bytes)
         self.state.admit = admit_object
         self._log_provider: PodLogProvider = EmptyLogProvider()
         self._extra_routes: list[tuple[str, str, Handler]] = []

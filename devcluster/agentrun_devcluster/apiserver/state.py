@@ -27,6 +27,7 @@ from typing import Any
 
 from . import errors
 from .errors import APIError
+from .limits import MAX_OBJECT_BYTES, encoded_size
 from .resources import ResourceRegistry, ResourceType, builtin_resources, resources_from_crd
 
 Obj = dict[str, Any]
@@ -66,6 +67,7 @@ class WatchEvent:
     type: str  # ADDED | MODIFIED | DELETED
     obj: Obj
     old: Obj | None = None
+    size: int = 0
 
 
 @dataclass(eq=False)
@@ -97,18 +99,30 @@ class Watcher:
 class Collection:
     """All objects of one resource type, their recent events and their watchers."""
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, window_bytes: int) -> None:
         self.objects: dict[ObjectKey, Obj] = {}
+        #: Encoded size of each stored object (what etcd would hold).
+        self.sizes: dict[ObjectKey, int] = {}
         self.events: deque[WatchEvent] = deque()
         self.window = window
+        self.window_bytes = window_bytes
+        self.event_bytes = 0
         #: The highest resourceVersion whose event was dropped from the ring (0: none yet).
         self.expired_rv = 0
         self.watchers: set[Watcher] = set()
 
     def record(self, event: WatchEvent) -> None:
-        if len(self.events) >= self.window:
-            self.expired_rv = self.events.popleft().rv
+        """Keep ``event`` for watches from a resourceVersion; drop the oldest beyond the
+        window (count or bytes: old versions of big objects must not pile up in memory, as
+        etcd compaction also forgets them), then hand it to the live watchers."""
         self.events.append(event)
+        self.event_bytes += event.size
+        while len(self.events) > 1 and (
+            len(self.events) > self.window or self.event_bytes > self.window_bytes
+        ):
+            dropped = self.events.popleft()
+            self.event_bytes -= dropped.size
+            self.expired_rv = dropped.rv
         for watcher in list(self.watchers):
             watcher.offer(event)
 
@@ -145,9 +159,12 @@ class ClusterState:
     returns the object to store, or raises :class:`APIError`.
     """
 
-    def __init__(self, *, watch_window: int = 10_000) -> None:
+    def __init__(
+        self, *, watch_window: int = 10_000, watch_window_bytes: int = 64 * 1024 * 1024
+    ) -> None:
         self.registry = ResourceRegistry()
         self.watch_window = watch_window
+        self.watch_window_bytes = watch_window_bytes
         self.collections: dict[tuple[str, str], Collection] = {}
         self.rv = 0
         self._by_uid: dict[str, tuple[tuple[str, str], ObjectKey]] = {}
@@ -166,7 +183,7 @@ class ClusterState:
 
     def add_resource(self, rt: ResourceType) -> None:
         self.registry.add(rt)
-        self.collections.setdefault(rt.key, Collection(self.watch_window))
+        self.collections.setdefault(rt.key, Collection(self.watch_window, self.watch_window_bytes))
 
     def collection(self, rt: ResourceType) -> Collection:
         return self.collections[rt.key]
@@ -184,17 +201,25 @@ class ClusterState:
         return self.rv
 
     def _store(self, rt: ResourceType, obj: Obj, event_type: str, old: Obj | None) -> Obj:
-        """Stamp a new resourceVersion on ``obj``, store it, index it and emit the event."""
+        """Stamp a new resourceVersion on ``obj``, store it, index it and emit the event.
+
+        Objects over etcd's request limit (1.5 MiB) are refused here, at the storage layer,
+        with the error a real apiserver passes through from etcd (see limits.py).
+        """
+        size = encoded_size(obj)
+        if size > MAX_OBJECT_BYTES:
+            raise APIError(500, "InternalError", "etcdserver: request is too large")
         rv = self._next_rv()
         obj["metadata"]["resourceVersion"] = str(rv)
         meta = obj["metadata"]
         key = (meta.get("namespace", ""), meta["name"])
         coll = self.collection(rt)
         coll.objects[key] = obj
+        coll.sizes[key] = size
         uid = meta["uid"]
         self._by_uid[uid] = (rt.key, key)
         self._reindex_owners(uid, old, obj)
-        coll.record(WatchEvent(rv, event_type, obj, old))
+        coll.record(WatchEvent(rv, event_type, obj, old, size))
         return obj
 
     def _reindex_owners(self, uid: str, old: Obj | None, new: Obj | None) -> None:
@@ -219,13 +244,14 @@ class ClusterState:
         key = (meta.get("namespace", ""), meta["name"])
         coll = self.collection(rt)
         coll.objects.pop(key, None)
+        size = coll.sizes.pop(key, 0)
         final = copy.copy(obj)
         final["metadata"] = dict(meta)
         rv = self._next_rv()
         final["metadata"]["resourceVersion"] = str(rv)
         self._by_uid.pop(meta["uid"], None)
         self._reindex_owners(meta["uid"], obj, None)
-        coll.record(WatchEvent(rv, "DELETED", final))
+        coll.record(WatchEvent(rv, "DELETED", final, size=size))
         return final
 
     def _require_namespace(self, rt: ResourceType, namespace: str | None) -> str:

@@ -151,3 +151,40 @@ async def test_send_initial_events_lists_then_marks_the_end(
     assert [e["type"] for e in events[:3]] == ["ADDED", "ADDED", "BOOKMARK"]
     annotations = events[2]["object"]["metadata"]["annotations"]
     assert annotations == {"k8s.io/initial-events-end": "true"}
+
+
+async def test_event_window_is_bounded_in_bytes_too() -> None:
+    with ClusterThread(install_crds=False, watch_window_bytes=200_000) as cluster:
+        async with httpx.AsyncClient(base_url=cluster.base_url, timeout=30) as http:
+            url = "/api/v1/namespaces/default/configmaps"
+            first = await http.post(
+                url,
+                json={
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "big"},
+                    "data": {"k": "0"},
+                },
+            )
+            rv0 = first.json()["metadata"]["resourceVersion"]
+            for i in range(5):  # 5 versions of ~100 kB: the oldest leave the window
+                r = await http.patch(
+                    f"{url}/big",
+                    json={"data": {"k": str(i) * 100_000}},
+                    headers={"Content-Type": "application/merge-patch+json"},
+                )
+                assert r.status_code == 200
+            last_rv = r.json()["metadata"]["resourceVersion"]
+            old = await http.get(
+                url, params={"watch": "1", "resourceVersion": rv0, "timeoutSeconds": "1"}
+            )
+            recent = await http.get(
+                url,
+                params={
+                    "watch": "1",
+                    "resourceVersion": str(int(last_rv) - 1),
+                    "timeoutSeconds": "1",
+                },
+            )
+    assert json.loads(old.text.splitlines()[0])["object"]["code"] == 410
+    assert [json.loads(line)["type"] for line in recent.text.splitlines()] == ["MODIFIED"]
