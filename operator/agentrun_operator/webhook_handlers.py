@@ -245,17 +245,21 @@ class WebhookDeliverer:
     async def _run_delivery(self, key: Key) -> None:
         namespace, name = key
         failures = 0
+        seen_body: dict[str, Any] | None = None
+        due: datetime | None = None
         try:
             while not self._stopping:
                 tracked = self._tracked.get(key)
                 if tracked is None:
                     return
                 tracked.wake.clear()
-                run = AgentRun.model_validate(tracked.body)
-                state = run.status.webhook
-                if state is None or state.state is not WebhookState.PENDING:
-                    return
-                due = due_at(state, run.status.completed_at, self.settings.webhook)
+                if tracked.body is not seen_body:  # parse only what changed, not every wake
+                    seen_body = tracked.body
+                    run = AgentRun.model_validate(seen_body)
+                    state = run.status.webhook
+                    if state is None or state.state is not WebhookState.PENDING:
+                        return
+                    due = due_at(state, run.status.completed_at, self.settings.webhook)
                 wait = (due - datetime.now(UTC)).total_seconds() if due is not None else 0.0
                 if wait > 0:
                     with contextlib.suppress(TimeoutError):

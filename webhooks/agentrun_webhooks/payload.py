@@ -68,7 +68,11 @@ def build_webhook_payload(
         elif status.result_excerpt is not None:
             text = status.result_excerpt
             truncated = bool(status.result_truncated)
-    error = None if phase is Phase.SUCCEEDED else (status.message or None)
+    error: str | None = None
+    if phase is not Phase.SUCCEEDED:
+        # The operator always writes a message; a bare status still gets a sentence.
+        reason = status.reason.value if status.reason is not None else "unknown"
+        error = status.message or f"The run {phase.api_status} (reason: {reason})."
     payload: dict[str, Any] = {
         "job_id": job_id,
         "status": phase.api_status,

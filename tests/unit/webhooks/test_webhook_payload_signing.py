@@ -120,6 +120,11 @@ def test_failed_and_cancelled_payloads_have_null_result(
     assert body["result_truncated"] is False
 
 
+def test_failed_run_without_message_still_has_an_error_sentence() -> None:
+    body = decode(build_webhook_payload(finished_run(Phase.FAILED, Reason.EVICTED), None, "h"))
+    assert body["error"] == "The run failed (reason: evicted)."
+
+
 def test_kubectl_named_run_and_no_session() -> None:
     body = decode(
         build_webhook_payload(
