@@ -293,6 +293,9 @@ class _Timeout:
 async def test_system_resolver_resolves_localhost() -> None:
     addresses = await SystemResolver(timeout_seconds=2).resolve("localhost", 80)
     assert any(a in ("127.0.0.1", "::1") for a in addresses)
+    # the default resolver (the system's, /etc/hosts included) feeds the same checks
+    with pytest.raises(WebhookURLRefused, match="loopback"):
+        await check_webhook_url("http://localhost:9/", WebhookPolicySettings(), at_submit=True)
 
 
 def test_ip_parsing_helpers() -> None:
