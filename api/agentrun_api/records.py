@@ -72,6 +72,8 @@ class RunRecord:
     progress_percentage: float | None
     progress_step: str | None
     deleting: bool = False
+    created_ts: float = 0.0
+    """``created_at`` as a unix timestamp (0 if unknown), precomputed for ordering."""
 
     @property
     def job_id(self) -> str:
@@ -97,8 +99,7 @@ class RunRecord:
     @property
     def sort_key(self) -> tuple[float, str]:
         """Oldest first; ties broken by name so the order is total."""
-        ts = self.created_at.timestamp() if self.created_at else 0.0
-        return (ts, self.name)
+        return (self.created_ts, self.name)
 
 
 def record_from_object(obj: dict[str, Any]) -> RunRecord:
@@ -114,11 +115,12 @@ def record_from_object(obj: dict[str, Any]) -> RunRecord:
     session = spec.get("sessionId")
     step = progress.get("currentStep")
     message = status.get("message")
+    created_at = parse_timestamp(metadata.get("creationTimestamp"))
     return RunRecord(
         name=str(metadata.get("name", "")),
         uid=str(metadata.get("uid", "")),
         resource_version=str(metadata.get("resourceVersion", "")),
-        created_at=parse_timestamp(metadata.get("creationTimestamp")),
+        created_at=created_at,
         session_id=session if isinstance(session, str) else None,
         cancel_requested=spec.get("cancelRequested") is True,
         phase=_phase(status.get("phase")),
@@ -130,4 +132,5 @@ def record_from_object(obj: dict[str, Any]) -> RunRecord:
         progress_percentage=_float(progress.get("percentage")),
         progress_step=step if isinstance(step, str) else None,
         deleting=metadata.get("deletionTimestamp") is not None,
+        created_ts=created_at.timestamp() if created_at else 0.0,
     )

@@ -11,11 +11,12 @@ GET (in the routes), so a run just created is visible at once even before its wa
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from agentrun_contract.resource import Phase
@@ -54,6 +55,9 @@ class RunCache:
         self._watch_timeout = watch_timeout_seconds
         self._retry = retry_seconds
         self._records: dict[str, RunRecord] = {}
+        self._order: list[tuple[float, str]] = []
+        """Every held run's sort key, oldest first (creation time never changes, so a run's
+        place only changes when it is added or removed: bisect keeps this sorted)."""
         self._resource_version = ""
         self._positions: dict[str, int] | None = None
         self.synced = asyncio.Event()
@@ -72,15 +76,38 @@ class RunCache:
     def records(self) -> Iterable[RunRecord]:
         return self._records.values()
 
+    def newest_first(self) -> Iterator[RunRecord]:
+        records = self._records
+        return (records[name] for _, name in reversed(self._order))
+
+    def _oldest_first(self) -> Iterator[RunRecord]:
+        records = self._records
+        return (records[name] for _, name in self._order)
+
     def queue_position(self, name: str) -> int | None:
         if self._positions is None:
-            self._positions = queue_positions(self._records.values())
+            self._positions = queue_positions(self._oldest_first(), oldest_first=True)
         return self._positions.get(name)
 
     def queued_count(self) -> int:
         if self._positions is None:
-            self._positions = queue_positions(self._records.values())
+            self._positions = queue_positions(self._oldest_first(), oldest_first=True)
         return len(self._positions)
+
+    def _put(self, record: RunRecord) -> None:
+        held = self._records.get(record.name)
+        if held is not None and held.sort_key != record.sort_key:
+            self._unorder(held)
+            held = None
+        if held is None:
+            bisect.insort(self._order, record.sort_key)
+        self._records[record.name] = record
+        self._positions = None
+
+    def _unorder(self, record: RunRecord) -> None:
+        index = bisect.bisect_left(self._order, record.sort_key)
+        if index < len(self._order) and self._order[index] == record.sort_key:
+            del self._order[index]
 
     # ---- writes (the watch, and read-your-writes) -------------------------------------------
 
@@ -93,8 +120,7 @@ class RunCache:
             or held.uid != record.uid
             or _rv_newer(record.resource_version, held.resource_version)
         ):
-            self._records[record.name] = record
-            self._positions = None
+            self._put(record)
             return record
         return held
 
@@ -102,6 +128,7 @@ class RunCache:
         held = self._records.get(name)
         if held is not None and (uid is None or held.uid == uid):
             del self._records[name]
+            self._unorder(held)
             self._positions = None
 
     def replace_all(self, objects: Iterable[dict[str, Any]], resource_version: str) -> None:
@@ -110,6 +137,7 @@ class RunCache:
             record = record_from_object(obj)
             records[record.name] = record
         self._records = records
+        self._order = sorted(r.sort_key for r in records.values())
         self._positions = None
         self._resource_version = resource_version
 

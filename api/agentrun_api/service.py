@@ -215,7 +215,7 @@ class RunService:
         request_base_url: str,
     ) -> RunListView:
         query = parse_list_query(status, session_id, page, page_size)
-        chosen = select_page(self.cache.records(), query)
+        chosen = select_page(self.cache.newest_first(), query, newest_first=True)
         base_url = self.base_url(request_base_url)
         return RunListView(
             jobs=[self.view(r, base_url) for r in chosen.records],

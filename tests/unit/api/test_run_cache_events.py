@@ -104,3 +104,36 @@ def test_build_agentrun_records_key_fingerprint_submitter_and_session_label() ->
         names.ANNOTATION_IDEMPOTENCY_KEY: "key",
     }
     assert body["metadata"]["labels"][names.LABEL_SESSION] == names.session_label_value("s")
+
+
+def test_the_cache_keeps_runs_sorted_through_adds_updates_and_deletes() -> None:
+    import random
+
+    from agentrun_api.listing import ListQuery, select_page
+
+    c = cache()
+    rng = random.Random(7)
+    names_alive: dict[str, str] = {}
+    for step in range(400):
+        name = f"run-{rng.randrange(60):03d}"
+        if name in names_alive and rng.random() < 0.3:
+            c.remove(name, names_alive.pop(name))
+            continue
+        uid = names_alive.get(name) or f"u{step}"
+        names_alive[name] = uid
+        second = rng.randrange(60)
+        created = f"2026-01-01T00:00:{second:02d}Z"
+        held = c.get(name)
+        if held is not None and held.uid == uid:  # creation time never changes
+            created = held.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[union-attr]
+        o = obj(name, str(step + 1), uid=uid, phase=rng.choice([None, "Running", "Succeeded"]))
+        o["metadata"]["creationTimestamp"] = created
+        c.upsert(o)
+    held = list(c.records())
+    assert sorted(names_alive) == sorted(r.name for r in held)
+    expected = sorted(held, key=lambda r: r.sort_key, reverse=True)
+    assert list(c.newest_first()) == expected
+    query = ListQuery(None, None, 2, 7)
+    assert select_page(c.newest_first(), query, newest_first=True) == select_page(held, query)
+    queued = [r.name for r in reversed(expected) if r.phase is None]
+    assert [c.queue_position(n) for n in queued] == list(range(1, len(queued) + 1))
