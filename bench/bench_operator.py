@@ -162,10 +162,37 @@ def seed_stored(base_url: str, count: int) -> None:
             ).raise_for_status()
 
 
+def start_operator(kubeconfig: Path, workdir: Path) -> tuple[Any, int, int]:
+    """An operator process for the benchmark: no leader election, no concurrency limit."""
+    health, metrics_port = free_port(), free_port()
+    env = operator_env(
+        kubeconfig=kubeconfig,
+        namespace=NS,
+        public_base_url="http://127.0.0.1:9",
+        runner_command=["true"],
+        health_port=health,
+        metrics_port=metrics_port,
+    )
+    env.update(
+        {
+            "AGENTRUN_OPERATOR_MAX_CONCURRENT_RUNS": "1000000",
+            "AGENTRUN_OPERATOR_LEADER_ELECTION__ENABLED": "false",
+            "AGENTRUN_OPERATOR_LOG_LEVEL": "WARNING",
+            "AGENTRUN_OPERATOR_RESYNC_SECONDS": "30",
+        }
+    )
+    proc = start_process(
+        [sys.executable, "-m", "agentrun_cli.main", "operator"], env, workdir / "op.log"
+    )
+    wait_http_ok(f"http://127.0.0.1:{health}/livez", 60, proc, workdir / "op.log")
+    return proc, health, metrics_port
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="CI size")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     rates = [20.0] if args.smoke else [20.0, 50.0, 100.0]
     seconds = 2.0 if args.smoke else 10.0
     stored = 300 if args.smoke else 10_000
@@ -181,28 +208,24 @@ def main() -> int:
             httpx.delete(f"{base}{RUNS}/{name}")
 
         workdir = Path(tempfile.mkdtemp(prefix="agentrun-bench-"))
-        health, metrics_port = free_port(), free_port()
-        env = operator_env(
-            kubeconfig=cluster.kubeconfig,
-            namespace=NS,
-            public_base_url="http://127.0.0.1:9",
-            runner_command=["true"],
-            health_port=health,
-            metrics_port=metrics_port,
-        )
-        env.update(
-            {
-                "AGENTRUN_OPERATOR_MAX_CONCURRENT_RUNS": "1000000",
-                "AGENTRUN_OPERATOR_LEADER_ELECTION__ENABLED": "false",
-                "AGENTRUN_OPERATOR_LOG_LEVEL": "WARNING",
-                "AGENTRUN_OPERATOR_RESYNC_SECONDS": "30",
-            }
-        )
-        proc = start_process(
-            [sys.executable, "-m", "agentrun_cli.main", "operator"], env, workdir / "op.log"
+
+        # RSS: an operator on an empty namespace, then one started with `stored` finished
+        # AgentRuns in it (it lists and watches them all).
+        proc, _, _ = start_operator(cluster.kubeconfig, workdir)
+        time.sleep(3.0)
+        rss_empty = proc_rss_mib(proc.pid)
+        stop_process(proc)
+        t_seed = time.monotonic()
+        seed_stored(base, stored)
+        seeded_in = time.monotonic() - t_seed
+        proc, _health, metrics_port = start_operator(cluster.kubeconfig, workdir)
+        time.sleep(5.0)
+        print(
+            f"operator RSS: {rss_empty:.1f} MiB with no AgentRuns, "
+            f"{proc_rss_mib(proc.pid):.1f} MiB with {stored} finished AgentRuns stored "
+            f"(seeded in {seeded_in:.1f} s)"
         )
         try:
-            wait_http_ok(f"http://127.0.0.1:{health}/livez", 60, proc, workdir / "op.log")
             metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
             watcher = JobWatcher(base)
             time.sleep(1.0)
@@ -233,15 +256,6 @@ def main() -> int:
                 if len(done) < len(created):
                     print(f"  {len(created) - len(done)} runs got no Job within 60 s")
             watcher.stop.set()
-            rss_before = proc_rss_mib(proc.pid)
-            t_seed = time.monotonic()
-            seed_stored(base, stored)
-            time.sleep(3.0)
-            print(
-                f"operator RSS: {rss_before:.1f} MiB before, {proc_rss_mib(proc.pid):.1f} MiB "
-                f"with {stored} more finished AgentRuns stored (seeded in "
-                f"{time.monotonic() - t_seed:.1f} s)"
-            )
             print(
                 "latency is end to end: client create -> operator watch -> Job create -> "
                 "benchmark watch, all through the emulated apiserver on the same cores"
