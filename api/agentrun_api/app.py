@@ -190,7 +190,7 @@ class RunsController(Controller):
         ] = None,
     ) -> Response[SubmitAccepted]:
         media_type, _ = request.content_type
-        if media_type != "application/json":
+        if media_type.lower() != "application/json":
             raise SubmissionError(
                 415,
                 f"Content-Type must be application/json, not {media_type or '(none)'!r}; "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 from typing import Any
 
 import pytest
@@ -137,3 +140,76 @@ def test_the_cache_keeps_runs_sorted_through_adds_updates_and_deletes() -> None:
     assert select_page(c.newest_first(), query, newest_first=True) == select_page(held, query)
     queued = [r.name for r in reversed(expected) if r.phase is None]
     assert [c.queue_position(n) for n in queued] == list(range(1, len(queued) + 1))
+
+
+class _FakeStream:
+    def __init__(self, lines: list[dict[str, Any]], hang: bool) -> None:
+        self._chunks = [json.dumps(line).encode() + b"\n" for line in lines]
+        self._hang = hang
+        self.released = False
+
+    async def iter_any(self) -> Any:
+        for chunk in self._chunks:
+            # split each line in two to check the cache reassembles partial chunks
+            yield chunk[:7]
+            yield chunk[7:]
+        if self._hang:
+            await asyncio.Event().wait()
+
+    @property
+    def content(self) -> _FakeStream:
+        return self
+
+    def release(self) -> None:
+        self.released = True
+
+
+class _FakeRepository:
+    """Lists, then serves scripted watches: the first expires (410), the second hangs."""
+
+    def __init__(self) -> None:
+        self.lists = 0
+        self.watch_versions: list[str] = []
+        self.streams: list[_FakeStream] = []
+
+    async def list_page(self, **_: Any) -> dict[str, Any]:
+        self.lists += 1
+        items = [obj("run-a", "1")] if self.lists == 1 else [obj("run-a", "1"), obj("run-c", "9")]
+        return {"items": items, "metadata": {"resourceVersion": str(10 * self.lists)}}
+
+    async def watch_response(self, resource_version: str, timeout_seconds: int) -> _FakeStream:
+        self.watch_versions.append(resource_version)
+        if len(self.watch_versions) == 1:
+            stream = _FakeStream(
+                [
+                    {"type": "ADDED", "object": obj("run-b", "11", uid="ub")},
+                    {"type": "ERROR", "object": {"code": 410, "message": "too old"}},
+                ],
+                hang=False,
+            )
+        else:
+            stream = _FakeStream([], hang=True)
+        self.streams.append(stream)
+        return stream
+
+
+async def test_the_informer_relists_after_410_and_watches_from_the_new_version() -> None:
+    repository = _FakeRepository()
+    c = RunCache(repository, retry_seconds=0.01)  # type: ignore[arg-type]
+    task = asyncio.create_task(c.run())
+    try:
+        for _ in range(200):
+            if len(repository.watch_versions) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert repository.lists == 2
+        assert repository.watch_versions == ["10", "20"]
+        # the re-list replaced the cache: run-b (seen only on the expired watch) is gone,
+        # run-c (in the new list) is there
+        assert sorted(r.name for r in c.records()) == ["run-a", "run-c"]
+        assert repository.streams[0].released
+        assert c.synced.is_set()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
