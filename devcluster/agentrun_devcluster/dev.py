@@ -7,7 +7,7 @@ each in its own process group, configured through their env settings. ``ready`` 
 the API answers ``/health``.
 
 SIGINT (Ctrl-C) and SIGTERM stop everything: the API and the operator get SIGTERM (then SIGKILL
-after ``SHUTDOWN_GRACE_SECONDS``) by process group, every runner process group is SIGKILLed by the
+after ``shutdown_grace_seconds``) by process group, every runner process group is SIGKILLed by the
 kubelet, and the servers close. If the operator or the API dies on its own, dev stops too and
 prints the tail of its log (exit code 1).
 """
@@ -30,9 +30,12 @@ from typing import Any, TextIO
 import httpx
 from agentrun_kube.client import load_api_client
 from agentrun_kube.errors import KubeError
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentrun_devcluster.apiserver import EmulatedAPIServer
 from agentrun_devcluster.controllers import ClusterControllers
+from agentrun_devcluster.jobcontroller import JobControllerSettings
 from agentrun_devcluster.kube_json import JsonKube
 from agentrun_devcluster.kubelet import KubeletSettings
 from agentrun_devcluster.system import (
@@ -47,8 +50,33 @@ from agentrun_devcluster.testing import CRD_FILE
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_SECONDS = 10.0
-READY_TIMEOUT_SECONDS = 120.0
+
+class DevSettings(BaseSettings):
+    """Settings of the ``agentrun dev`` process itself (env ``AGENTRUN_DEV_*``, nested with
+    ``__``, e.g. ``AGENTRUN_DEV_KUBELET__CONFIG_RETRY_SECONDS=1``). The operator and the API
+    read their own settings (AGENTRUN_OPERATOR_*, AGENTRUN_API_*), which win over dev's."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTRUN_DEV_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kubelet: KubeletSettings = Field(
+        default_factory=KubeletSettings,
+        description="The fake kubelet (its state_dir is <--state-dir>/kubelet).",
+    )
+    job_controller: JobControllerSettings = Field(
+        default_factory=JobControllerSettings, description="The fake Job controller."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="SIGTERM to SIGKILL delay for the operator and API on stop.",
+    )
+    ready_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="How long the operator and the API may take to start."
+    )
+
+
 DEFAULT_CREDENTIALS_SECRET = "agentrun-llm-credentials"  # operator default
 CREDENTIAL_ENV_KEYS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "MODEL_NAME")
 STUB_MODEL = "openai/agentrun-stub"
@@ -99,19 +127,29 @@ def _url_host(host: str) -> str:
 class DevStack:
     """Everything ``agentrun dev`` runs; :meth:`start` then :meth:`wait`, :meth:`stop` always."""
 
-    def __init__(self, args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        out: TextIO = sys.stdout,
+        settings: DevSettings | None = None,
+    ) -> None:
         self.args = args
         self.out = out
         self.state_dir = Path(args.state_dir).resolve()
         self.kubeconfig = Path(args.kubeconfig or self.state_dir / "kubeconfig").resolve()
         self.namespace: str = args.namespace
         self.api_url = f"http://{_url_host(args.host)}:{args.port}"
+        self.settings = settings or DevSettings()
         self.server = EmulatedAPIServer()
+        kubelet = self.settings.kubelet.model_copy(
+            update={
+                "state_dir": self.state_dir / "kubelet",
+                "image_filesystem": {"/agents": str(AGENTS_DIR)}
+                | self.settings.kubelet.image_filesystem,
+            }
+        )
         self.controllers = ClusterControllers(
-            kubelet_settings=KubeletSettings(
-                state_dir=self.state_dir / "kubelet",
-                image_filesystem={"/agents": str(AGENTS_DIR)},
-            )
+            kubelet_settings=kubelet, job_settings=self.settings.job_controller
         )
         self.stub: Any = None
         self.children: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
@@ -210,6 +248,8 @@ class DevStack:
             metrics_port=free_port(),
         )
         self.operator_health = f"http://127.0.0.1:{op_env['AGENTRUN_OPERATOR_HEALTH_PORT']}"
+        if "AGENTRUN_OPERATOR_HEALTH_PORT" in os.environ:
+            self.operator_health = f"http://127.0.0.1:{os.environ['AGENTRUN_OPERATOR_HEALTH_PORT']}"
         a_env = api_env(
             kubeconfig=self.kubeconfig,
             namespace=self.namespace,
@@ -230,20 +270,29 @@ class DevStack:
             self.children[name] = (proc, log_path)
 
     async def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        """Until the operator answers /livez and the API /health (each process checked)."""
+        deadline = time.monotonic() + self.settings.ready_timeout_seconds
+        pending = {
+            "operator": f"{self.operator_health}/livez",
+            "API": f"{self.api_url}/health",
+        }
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() < deadline:
                 self._check_children()
-                try:
-                    r = await client.get(f"{self.api_url}/health")
-                    if r.status_code < 300:
-                        return
-                except httpx.HTTPError:
-                    pass
+                for what, url in list(pending.items()):
+                    try:
+                        r = await client.get(url)
+                        if r.status_code < 300:
+                            del pending[what]
+                    except httpx.HTTPError:
+                        pass
+                if not pending:
+                    return
                 if self.stop_requested.is_set():
                     raise ChildFailed("stopped before ready")
                 await asyncio.sleep(0.2)
-        raise ChildFailed(f"the API did not answer {self.api_url}/health in time")
+        waiting = ", ".join(f"the {what} ({url})" for what, url in pending.items())
+        raise ChildFailed(f"not ready in {self.settings.ready_timeout_seconds:.0f}s: {waiting}")
 
     def _check_children(self) -> None:
         for name, (proc, log_path) in self.children.items():
@@ -280,7 +329,7 @@ class DevStack:
         await asyncio.gather(
             *(
                 loop.run_in_executor(
-                    None, stop_process, proc, signal.SIGTERM, SHUTDOWN_GRACE_SECONDS
+                    None, stop_process, proc, signal.SIGTERM, self.settings.shutdown_grace_seconds
                 )
                 for proc, _ in children
             )

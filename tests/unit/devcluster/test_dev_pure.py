@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
 from agentrun_cli.dev_args import add_dev_arguments
 from agentrun_devcluster.dev import (
     RUNNER_COMMANDS,
@@ -61,3 +62,19 @@ def test_port_in_use_is_reported_with_the_fix() -> None:
         with pytest.raises(PortInUse, match="--port"):
             check_port_free("127.0.0.1", port)
     check_port_free("127.0.0.1", port)  # free again: no error
+
+
+def test_dev_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentrun_devcluster.dev import DevSettings
+
+    monkeypatch.setenv("AGENTRUN_DEV_KUBELET__CONFIG_RETRY_SECONDS", "0.5")
+    monkeypatch.setenv("AGENTRUN_DEV_JOB_CONTROLLER__BACKOFF_SECONDS", "3")
+    monkeypatch.setenv("AGENTRUN_DEV_SHUTDOWN_GRACE_SECONDS", "4")
+    settings = DevSettings()
+    assert settings.kubelet.config_retry_seconds == 0.5
+    assert settings.job_controller.backoff_seconds == 3
+    assert settings.shutdown_grace_seconds == 4
+    assert settings.ready_timeout_seconds == 120
+    for model in (DevSettings, type(settings.kubelet), type(settings.job_controller)):
+        undocumented = [n for n, f in model.model_fields.items() if not f.description]
+        assert undocumented == [], f"{model.__name__} fields without a description"
