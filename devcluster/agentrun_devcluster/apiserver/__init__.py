@@ -14,7 +14,9 @@ Modules: ``state`` (storage and API semantics, no HTTP), ``server`` (aiohttp rou
 Known differences from a real apiserver (none of them used by this project):
 
 - no authentication/authorization (any bearer token is accepted), no admission webhooks, no
-  protobuf, no aggregated discovery (kubectl falls back to the legacy documents); ``dryRun=All``
+  protobuf (415: typed kubectl commands such as ``kubectl create namespace`` need
+  ``kubectl create -f``), an empty OpenAPI v2 document (kubectl skips client-side
+  validation), no aggregated discovery (kubectl falls back to the legacy documents); ``dryRun=All``
   is honoured, but a dry-run answer carries no new resourceVersion;
 - server-side apply (``application/apply-patch+yaml``) is a merge patch on an existing object;
 - strategic merge patch merges lists by key only for a fixed set of well-known fields;

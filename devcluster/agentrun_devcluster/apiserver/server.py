@@ -212,6 +212,23 @@ class EmulatedAPIServer:
             return _json_response(KUBE_VERSION)
         if parts[0] in ("healthz", "livez", "readyz"):
             return web.Response(text="ok")
+        if parts == ["openapi", "v2"]:
+            # An empty but valid document: kubectl's client-side validation finds no model
+            # for a kind and skips it (OpenAPI v3 is absent, so kubectl falls back to v2).
+            if "protobuf" in request.headers.get("Accept", ""):
+                # gnostic openapi_v2.Document with only field 1 (swagger) = "2.0".
+                return web.Response(
+                    body=b"\x0a\x032.0",
+                    content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                )
+            return _json_response(
+                {
+                    "swagger": "2.0",
+                    "info": {"title": "Kubernetes", "version": KUBE_VERSION["gitVersion"]},
+                    "paths": {},
+                    "definitions": {},
+                }
+            )
         if parts[0] == "api":
             if len(parts) == 1:
                 return _json_response(
@@ -348,6 +365,13 @@ class EmulatedAPIServer:
         if not raw:
             raise errors.bad_request("the body of the request was empty")
         ctype = request.content_type
+        if "protobuf" in ctype or "cbor" in ctype:
+            raise APIError(
+                415,
+                "UnsupportedMediaType",
+                f"the emulated apiserver does not decode {ctype}: send JSON "
+                "(e.g. kubectl create -f / kubectl apply instead of kubectl create <kind>)",
+            )
         try:
             if ctype in ("application/yaml", "application/apply-patch+yaml"):
                 return yaml.safe_load(raw)

@@ -293,3 +293,46 @@ async def test_real_kubectl_get_watch_prints_rows(
     assert lines[0].split() == ["NAME", "STATUS", "SESSION", "DURATION", "WEBHOOK", "AGE"]
     assert lines[3].split()[:2] == ["run-3", "live"]
     assert b"Unable to decode" not in err
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+async def test_real_kubectl_apply_describe_patch_delete(
+    emulated_cluster: ClusterThread, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "objects.yaml"
+    manifest.write_text(
+        "apiVersion: agentrun.dev/v1alpha1\nkind: AgentRun\nmetadata:\n  name: applied\n"
+        "spec:\n  prompt: hi\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm1\ndata:\n  a: '1'\n"
+    )
+    kc = emulated_cluster.kubeconfig
+    code, out, err = await _kubectl(kc, "apply", "-f", str(manifest))
+    assert code == 0, err
+    assert "agentrun.agentrun.dev/applied created" in out
+    manifest.write_text(
+        manifest.read_text().replace("a: '1'", "a: '2'").replace("prompt: hi", "prompt: changed")
+    )
+    code, out, err = await _kubectl(kc, "apply", "-f", str(manifest))
+    assert code != 0  # the CRD's CEL rule keeps the spec immutable...
+    assert "spec is immutable after creation" in err
+    assert "configmap/cm1 configured" in out  # ...while the ConfigMap is updated
+    code, out, err = await _kubectl(kc, "describe", "agentruns", "applied")
+    assert code == 0, err
+    assert "Timeout Seconds:  3600" in out  # defaulted by the schema
+    code, out, err = await _kubectl(
+        kc,
+        "patch",
+        "agentruns",
+        "applied",
+        "--type=merge",
+        "-p",
+        '{"spec":{"cancelRequested":true}}',
+    )
+    assert code == 0, err
+    code, out, err = await _kubectl(kc, "delete", "-f", str(manifest))
+    assert code == 0, err
+    assert 'agentrun.agentrun.dev "applied" deleted' in out
+    # Typed kubectl commands send protobuf, which the emulator does not decode: a clear 415.
+    code, out, err = await _kubectl(kc, "create", "namespace", "x")
+    assert code != 0
+    assert "does not decode application/vnd.kubernetes.protobuf" in err
