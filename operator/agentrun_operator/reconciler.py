@@ -262,8 +262,9 @@ class RunContext:
         metrics.ACTIVE_RUNS.inc()
         try:
             while True:
+                reconciler = RunReconciler(self, key)
                 try:
-                    await RunReconciler(self, key).drive()
+                    await reconciler.drive()
                     break
                 except NotFound:
                     break  # the run was deleted
@@ -274,6 +275,9 @@ class RunContext:
                     await asyncio.sleep(self.settings.resync_seconds)
                     if key not in self.bodies:
                         break
+                finally:
+                    if reconciler.tailer is not None and not reconciler.tailer.done():
+                        reconciler.tailer.cancel()
         finally:
             metrics.ACTIVE_RUNS.dec()
             self.tasks.pop(key, None)

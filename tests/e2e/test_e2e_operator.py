@@ -327,18 +327,29 @@ def test_e2e_goldens(
     from agentrun_contract.resource import AgentRun
     from agentrun_operator.run_status import map_run_status, parse_time
 
+    name = f"golden-{case.replace('_', '-')}"
     if case == "missing_credentials":
+        # No operator: it would fail the run and delete the Job before the capture. Create
+        # the input Secret and the Job exactly as it would.
+        from agentrun_operator.job_manifest import build_input_secret, build_job_manifest
+        from agentrun_operator.settings import OperatorSettings
+
         secret = "agentrun-llm-credentials-absent"
-        e2e.start_operator(AGENTRUN_OPERATOR_CREDENTIALS_SECRET=secret)
+        e2e.create_run(name, prompt, timeoutSeconds=timeout_seconds)
+        stored = AgentRun.model_validate(e2e.run(name))
+        settings = OperatorSettings(
+            credentials_secret=secret, runner_image=os.environ["AGENTRUN_E2E_IMAGE"]
+        )
+        for obj in (build_input_secret(stored), build_job_manifest(stored, settings, "nonce")):
+            kubectl("apply", "-f", "-", input_=json.dumps(obj))
     else:
         secret = "agentrun-llm-credentials"
         e2e.create_credentials()
         e2e.start_operator()
-    name = f"golden-{case.replace('_', '-')}"
-    e2e.create_run(name, prompt, timeoutSeconds=timeout_seconds)
+        e2e.create_run(name, prompt, timeoutSeconds=timeout_seconds)
     job, pods = _capture_decided(e2e, name, timeout=600)
     run = AgentRun.model_validate(
-        {**e2e.run(name), "status": {"phase": "Running", "jobName": job["metadata"]["name"]}}
+        {**e2e.run(name), "status": {"phase": "Queued", "jobName": job["metadata"]["name"]}}
     )
     now = parse_time(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     assert now is not None
@@ -353,7 +364,7 @@ def test_e2e_goldens(
             + ") by tests/e2e/test_e2e_operator.py::test_e2e_goldens",
             "description": f"recorded: {case}",
             "now": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "run": {"spec": {"timeoutSeconds": timeout_seconds}, "status": {"phase": "Running"}},
+            "run": {"spec": {"timeoutSeconds": timeout_seconds}, "status": {"phase": "Queued"}},
             "credentialsSecret": secret,
             "job": job,
             "pods": pods,
