@@ -4,8 +4,10 @@ N concurrent SSE clients spread over R live runs (default 1,000 over 10), agains
 cluster. Prints, from one run:
 
 1. first-event latency (connect -> first ``id:`` line) p50/p99 for the whole burst of N clients
-   connecting at once, and for clients joining one at a time while the N are connected; the
-   same for one client against the idle process as the in-run comparison (target p99 < 100 ms);
+   connecting at once, and for clients joining one at a time while the N are connected
+   (target p99 < 100 ms); as in-run comparisons, one client at a time against the idle process
+   (opening the run's upstream, and joining an open one), and the same burst of N plain
+   ``GET /livez`` requests (the HTTP stack alone);
 2. live fan-out latency: one event written to each run's transcript -> received by every
    client, p50/p99;
 3. upstream watches opened by the API process (target: R, one per run however many clients)
@@ -252,11 +254,18 @@ async def bench(
         job_ids = [names.job_id_for_run_name(n) for n in run_names]
         results["rss_idle_kib"] = rss_kib(proc.pid)
 
-        # comparison, same run: one client at a time against the idle process
-        idle: list[float] = []
-        for i in range(20):
-            one = Client(port, job_ids[i % len(job_ids)])
-            idle.append(await one.connect())
+        # comparison, same run: one client at a time against the idle process; "cold" opens
+        # the run's upstream (reads the run and its chunks), "warm" joins an open one
+        cold: list[float] = []
+        warm: list[float] = []
+        opened: list[Client] = []
+        for job_id in job_ids:
+            first = Client(port, job_id)
+            cold.append(await first.connect())
+            second = Client(port, job_id)
+            warm.append(await second.connect())
+            opened += [first, second]
+        for one in opened:
             await one.close()
         await wait_until(
             lambda: _equals(metric(metrics_url, "agentrun_api_stream_upstreams"), 0), within=30
@@ -302,7 +311,8 @@ async def bench(
             step=0.1,
         )
         results.update(
-            idle=idle,
+            cold=cold,
+            warm=warm,
             livez=list(livez),
             burst=list(burst),
             joined=joined,
@@ -337,7 +347,8 @@ def main() -> int:
                 proc.kill()
                 proc.wait(5)
     print(f"stream fan-out: {clients} SSE clients over {runs} live runs, one API process")
-    print(f"  first event, 1 client, idle API (x20):  {ms(r['idle'])}")
+    print(f"  first event, idle API, new upstream:    {ms(r['cold'])}  (reads run + chunks)")
+    print(f"  first event, idle API, open upstream:   {ms(r['warm'])}")
     print(f"  GET /livez, burst of {clients:5d} at once:    {ms(r['livez'])}  (HTTP stack alone)")
     print(
         f"  first event, burst of {clients:5d} at once:   {ms(r['burst'])}  "
