@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import random
@@ -165,6 +166,8 @@ class ClusterState:
         self.registry = ResourceRegistry()
         self.watch_window = watch_window
         self.watch_window_bytes = watch_window_bytes
+        #: Seconds before the garbage collector deletes an object whose owners are all gone.
+        self.gc_delay = 0.2
         self.collections: dict[tuple[str, str], Collection] = {}
         self.rv = 0
         self._by_uid: dict[str, tuple[tuple[str, str], ObjectKey]] = {}
@@ -385,7 +388,35 @@ class ClusterState:
         stored = self._store(rt, obj, "ADDED", None)
         if rt.key == CRD_KEY:
             self.install_crd(stored)
+        self._collect_if_dangling(rt, stored)
         return stored
+
+    def _collect_if_dangling(self, rt: ResourceType, obj: Obj) -> None:
+        """The garbage collector deletes an object whose owners are all gone (by uid), e.g.
+        a Job created for an AgentRun deleted a moment before. Like the real (asynchronous)
+        collector, it acts a little later (``gc_delay`` seconds), not inside the request."""
+        meta = obj["metadata"]
+        owners = [r.get("uid") for r in meta.get("ownerReferences") or []]
+        if not owners or any(o in self._by_uid for o in owners):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # used without an event loop (unit tests): no collector runs
+        key = (meta.get("namespace", ""), meta["name"])
+        loop.call_later(self.gc_delay, self._collect_dangling, rt.key, key, meta["uid"])
+
+    def _collect_dangling(self, rt_key: tuple[str, str], key: ObjectKey, uid: str) -> None:
+        rt = self.registry.by_key(rt_key)
+        coll = self.collections.get(rt_key)
+        obj = coll.objects.get(key) if coll is not None else None
+        if rt is None or obj is None or obj["metadata"]["uid"] != uid:
+            return
+        owners = [r.get("uid") for r in obj["metadata"].get("ownerReferences") or []]
+        if not owners or any(o in self._by_uid for o in owners):
+            return
+        with contextlib.suppress(APIError):
+            self.delete(rt, key[0] or None, key[1], DeleteOptions(propagation_policy="Background"))
 
     def _initial_status(self, rt: ResourceType, obj: Obj) -> None:
         if rt.key == ("", "pods"):

@@ -465,3 +465,23 @@ async def test_logs_follow_streams_until_the_container_ends(
             if line == "second":
                 emulated_cluster.loop.call_soon_threadsafe(setattr, provider, "finished", True)
     assert received == ["first", "second"]
+
+
+async def test_object_whose_owner_is_gone_is_collected(kube: client.ApiClient) -> None:
+    core = client.CoreV1Api(kube)
+    ghost = {
+        "apiVersion": "agentrun.dev/v1alpha1",
+        "kind": "AgentRun",
+        "name": "gone",
+        "uid": "00000000-0000-0000-0000-000000000000",
+    }
+    await core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "dangling", "ownerReferences": [ghost]}}
+    )
+    await core.create_namespaced_config_map("default", {"metadata": {"name": "free"}})
+    for _ in range(100):
+        if not await exists(core.read_namespaced_config_map, "dangling", "default"):
+            break
+        await asyncio.sleep(0.05)
+    assert not await exists(core.read_namespaced_config_map, "dangling", "default")
+    assert await exists(core.read_namespaced_config_map, "free", "default")
