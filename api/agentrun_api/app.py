@@ -316,12 +316,10 @@ class HealthController(Controller):
 
 def _handle_submission_error(_: Request[Any, Any, Any], exc: SubmissionError) -> Response[Any]:
     headers: dict[str, str] = {}
-    if exc.status_code == 503:
-        service_retry = UNAVAILABLE_RETRY_AFTER
-        if "Too many queued runs" in exc.detail:
-            settings = _.app.state.settings
-            service_retry = str(settings.backpressure_retry_after_seconds)
-        headers["Retry-After"] = service_retry
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    elif exc.status_code == 503:
+        headers["Retry-After"] = UNAVAILABLE_RETRY_AFTER
     return _error(exc.status_code, exc.detail, headers)
 
 

@@ -165,10 +165,12 @@ class RunService:
                 replay = await self._replay(name, fingerprint, request, base_url)
                 if replay is not None:
                     return replay
+            wait = self.settings.backpressure_retry_after_seconds
             raise SubmissionError(
                 503,
                 f"Too many queued runs ({self.settings.max_queued_runs} or more); retry after "
-                f"{self.settings.backpressure_retry_after_seconds} seconds.",
+                f"{wait} seconds.",
+                retry_after=wait,
             )
         for _ in range(CREATE_ATTEMPTS):
             body_obj = build_agentrun(name, request, fingerprint, submitted_by)

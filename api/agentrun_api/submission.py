@@ -26,10 +26,12 @@ _WINDOWS_DRIVE: Final = re.compile(r"^[A-Za-z]:")
 class SubmissionError(Exception):
     """A request the API refuses; ``detail`` is a sentence a person can act on."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+        self.retry_after = retry_after
+        """Seconds for a Retry-After header (503s)."""
 
 
 @dataclass(frozen=True)
