@@ -273,7 +273,9 @@ async def bench(
         watches_before = await metric(metrics_url, "agentrun_api_stream_watches_opened_total")
 
         # comparison, same run: the same burst against GET /livez (the HTTP stack alone)
+        cpu_before = cpu_seconds(proc.pid)
         livez = await asyncio.gather(*(plain_get(port, "/livez") for _ in range(clients)))
+        results["livez_cpu_seconds"] = cpu_seconds(proc.pid) - cpu_before
 
         # the burst: N clients at once, spread over R runs
         cpu_before = cpu_seconds(proc.pid)
@@ -349,7 +351,10 @@ def main() -> int:
     print(f"stream fan-out: {clients} SSE clients over {runs} live runs, one API process")
     print(f"  first event, idle API, new upstream:    {ms(r['cold'])}  (reads run + chunks)")
     print(f"  first event, idle API, open upstream:   {ms(r['warm'])}")
-    print(f"  GET /livez, burst of {clients:5d} at once:    {ms(r['livez'])}  (HTTP stack alone)")
+    print(
+        f"  GET /livez, burst of {clients:5d} at once:    {ms(r['livez'])}  "
+        f"(API CPU {r['livez_cpu_seconds']:.2f} s; the HTTP stack alone)"
+    )
     print(
         f"  first event, burst of {clients:5d} at once:   {ms(r['burst'])}  "
         f"(API CPU {r['burst_cpu_seconds']:.2f} s)"
