@@ -401,9 +401,53 @@ def _qualified_name_errors(key: str) -> list[str]:
     return problems
 
 
+_META_TYPES: dict[str, tuple[type, str]] = {
+    "name": (str, "string"),
+    "generateName": (str, "string"),
+    "namespace": (str, "string"),
+    "labels": (dict, "map[string]string"),
+    "annotations": (dict, "map[string]string"),
+    "finalizers": (list, "[]string"),
+    "ownerReferences": (list, "[]v1.OwnerReference"),
+}
+
+
+def check_meta_types(meta: Any) -> None:
+    """ObjectMeta fields of the wrong JSON type: a decode error (400), as on a real server."""
+    if not isinstance(meta, dict):
+        raise errors.bad_request(
+            "json: cannot unmarshal into Go struct field of type v1.ObjectMeta (metadata)"
+        )
+    for field, (kind, go_type) in _META_TYPES.items():
+        value = meta.get(field)
+        if value is None:
+            continue
+        ok = isinstance(value, kind)
+        if ok and go_type == "map[string]string":
+            ok = all(isinstance(v, str) for v in value.values())
+        elif ok and go_type == "[]string":
+            ok = all(isinstance(v, str) for v in value)
+        elif ok and field == "ownerReferences":
+            ok = all(isinstance(v, dict) for v in value)
+        if not ok:
+            raise errors.bad_request(
+                f"json: cannot unmarshal {_type_name(value)} into Go struct field "
+                f"ObjectMeta.metadata.{field} of type {go_type}"
+            )
+
+
 def validate_object_meta(meta: dict[str, Any]) -> Causes:
-    """Label keys/values and annotation keys, worded as apimachinery's validation."""
+    """Label keys/values, annotation keys and ownerReferences, worded as apimachinery's."""
+    check_meta_types(meta)
     causes: Causes = []
+    for i, ref in enumerate(meta.get("ownerReferences") or []):
+        for field in ("apiVersion", "kind", "name"):
+            if not ref.get(field):
+                causes.append((f"metadata.ownerReferences[{i}].{field}", "Required value"))
+        if not ref.get("uid"):
+            causes.append(
+                (f"metadata.ownerReferences[{i}].uid", 'Invalid value: "": uid must not be empty')
+            )
     labels = meta.get("labels") or {}
     if not isinstance(labels, dict):
         return [("metadata.labels", "Invalid value: must be a map of strings")]

@@ -661,3 +661,33 @@ async def test_dry_run_stores_nothing(kube: client.ApiClient) -> None:
         GROUP, VERSION, "default", PLURAL, "real", dry_run="All"
     )
     assert await co.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "real")
+
+
+async def test_metadata_of_wrong_type_is_400_and_bad_owner_refs_422(
+    emulated_cluster: ClusterThread,
+) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    async with httpx.AsyncClient(base_url=emulated_cluster.base_url) as http:
+        for meta in (
+            {"name": "a", "labels": {"x": 1}},
+            {"name": "a", "finalizers": "f"},
+            {"name": "a", "annotations": ["x"]},
+        ):
+            r = await http.post(
+                url, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+            )
+            assert r.status_code == 400, meta
+            assert "cannot unmarshal" in r.json()["message"]
+        r = await http.post(
+            url,
+            json={
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": "a",
+                    "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "p"}],
+                },
+            },
+        )
+        assert r.status_code == 422
+        assert "uid must not be empty" in r.json()["message"]
