@@ -9,7 +9,8 @@
 - ``/health``, ``/livez`` and ``/schema`` are public; ``/metrics`` is on its own port.
 
 Guards: :func:`require_api_token` (every /api/v1 route) and :func:`require_run_reader` (the
-status and stream routes of one run: an API token or that run's read token).
+status and stream routes of one run: an API token or that run's read token). They are
+coroutines on purpose: Litestar runs a *sync* guard in a worker thread, a thread hop per request.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ NO_TOKEN_DETAIL = (
 )
 
 
-def require_api_token(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+async def require_api_token(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
     """Guard: a valid API token (or auth off). Records the token name in ``connection.state``."""
     auth: Authenticator = connection.app.state.auth
     name = auth.token_name(connection.headers)
@@ -133,7 +134,7 @@ def require_api_token(connection: ASGIConnection, _: BaseRouteHandler) -> None: 
     connection.state.token_name = name
 
 
-def require_run_reader(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+async def require_run_reader(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
     """Guard for reads of one run: an API token, or that run's signed read token (``?token=``)."""
     auth: Authenticator = connection.app.state.auth
     name = auth.token_name(connection.headers)
