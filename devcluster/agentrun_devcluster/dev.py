@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -172,6 +173,8 @@ class DevStack:
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         check_port_free(self.args.host, self.args.port)
+        # scratch space left by a previous dev that was killed: its pods are gone with it
+        shutil.rmtree(self.state_dir / "kubelet", ignore_errors=True)
         self.controllers.install(self.server)
         await self.server.start()
         await self.server.apply_crds_from_file(self.crd_file())
