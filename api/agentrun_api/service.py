@@ -2,6 +2,10 @@
 
 Routes (app.py) stay a few lines: they read the request and call one method here. Every refusal
 is a :class:`SubmissionError` (status code + a sentence a person can act on).
+
+Idempotency keys live exactly as long as their run: the key is the AgentRun's name (derived from
+namespace + key), so once the run is deleted (DELETE, or retention cleanup) the same key makes a
+new run. Replays compare the stored fingerprint annotation, never the body's bytes.
 """
 
 from __future__ import annotations
