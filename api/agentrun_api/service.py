@@ -47,6 +47,16 @@ log = logging.getLogger("agentrun.api")
 CREATE_ATTEMPTS = 3
 
 
+def whole_excerpt(obj: dict[str, Any]) -> str | None:
+    """``status.resultExcerpt`` when it is the whole result (not truncated): a fallback for a
+    run whose AgentRunResult object is missing."""
+    status = obj.get("status") or {}
+    excerpt = status.get("resultExcerpt")
+    if isinstance(excerpt, str) and status.get("resultTruncated") is not True:
+        return excerpt
+    return None
+
+
 def not_found(job_id: str) -> SubmissionError:
     return SubmissionError(
         404, f"No run {job_id!r} in this namespace; check the job_id (it may have been deleted)."
@@ -234,9 +244,10 @@ class RunService:
         # The result is read fresh: the cache may trail the operator's final write.
         name = names.run_name_for_job_id(job_id)
         try:
-            record = record_from_object(await self.repository.get(name))
+            obj = await self.repository.get(name)
         except NotFound:
             raise not_found(job_id) from None
+        record = record_from_object(obj)
         if not record.is_finished:
             raise SubmissionError(
                 409,
@@ -246,6 +257,8 @@ class RunService:
         result: str | None = None
         if record.effective_phase is not Phase.CANCELLED:
             result = await self.repository.get_result(name)
+            if result is None:
+                result = whole_excerpt(obj)
         return result_view(record, result)
 
     # ---- writes ----------------------------------------------------------------------------
@@ -269,9 +282,10 @@ class RunService:
     async def delete(self, job_id: str) -> None:
         name = names.run_name_for_job_id(job_id)
         try:
-            record = record_from_object(await self.repository.get(name))
+            obj = await self.repository.get(name)
         except NotFound:
             raise not_found(job_id) from None
+        record = record_from_object(obj)
         if not record.is_finished:
             raise SubmissionError(
                 409,

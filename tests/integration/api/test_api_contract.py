@@ -846,3 +846,50 @@ def test_cancel_rereads_when_the_run_moved_after_it_was_read(
     finally:
         repository.get = real_get
     assert "cancelRequested" not in get_agentrun(cluster, namespace, other)["spec"]
+
+
+def test_result_falls_back_to_a_whole_excerpt(
+    http: httpx.Client, cluster: ClusterThread, namespace: str
+) -> None:
+    job_id = submit(http).json()["job_id"]
+    finish(cluster, namespace, job_id, resultExcerpt="short answer", resultTruncated=False)
+    assert http.get(f"{RUNS}/{job_id}/result").json()["result"] == "short answer"
+    other = submit(http).json()["job_id"]
+    finish(cluster, namespace, other, resultExcerpt="cut...", resultTruncated=True)
+    assert http.get(f"{RUNS}/{other}/result").json()["result"] is None
+
+
+def test_a_kubectl_made_run_is_served_under_its_own_name(
+    http: httpx.Client, cluster: ClusterThread, namespace: str
+) -> None:
+    created = httpx.post(
+        agentrun_url(cluster, namespace),
+        json={
+            "apiVersion": "agentrun.dev/v1alpha1",
+            "kind": "AgentRun",
+            "metadata": {"name": "nightly-report"},
+            "spec": {"prompt": "made with kubectl"},
+        },
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    body = http.get(f"{RUNS}/nightly-report").json()
+    assert body["job_id"] == "nightly-report"
+    assert body["status"] == "queued"
+    assert body["poll_url"].endswith("/api/v1/runs/nightly-report")
+    listed = _eventually_listed(http, "nightly-report")
+    assert listed["job_id"] == "nightly-report"
+    assert http.post(f"{RUNS}/nightly-report/cancel").json()["status"] == "cancelled"
+
+
+def _eventually_listed(http: httpx.Client, job_id: str) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        jobs = http.get(RUNS).json()["jobs"]
+        found = [j for j in jobs if j["job_id"] == job_id]
+        if found:
+            return found[0]  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.05)
