@@ -92,6 +92,13 @@ def waiting(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def no_pod_running(kube: SyncKube, job_name: str) -> None:
+    """Failed means no pod of the Job runs or terminates: what is left is terminal, then goes."""
+    for p in pods_of(kube, job_name):
+        assert p["status"].get("phase") in ("Succeeded", "Failed"), p["status"]
+    kube.wait_for(f"pods of {job_name} deleted", lambda: pods_of(kube, job_name) == [], 10)
+
+
 def one_pod(kube: SyncKube, name: str, timeout: float = 20) -> dict[str, Any]:
     pods = kube.wait_for(f"pod of {name}", lambda: pods_of(kube, name), timeout)
     assert len(pods) == 1
@@ -321,7 +328,7 @@ def test_deadline_failure_target_first_then_failed_after_pod_gone(kube: SyncKube
     assert conditions(failed) == ["FailureTarget", "Failed"]
     assert condition(failed, "Failed")["reason"] == "DeadlineExceeded"  # type: ignore[index]
     # Failed only once the pod is gone
-    assert pods_of(kube, "deadline") == []
+    no_pod_running(kube, "deadline")
     assert failed["status"].get("terminating", 0) == 0
 
 
@@ -362,6 +369,7 @@ def test_deadline_pod_sees_sigterm_and_failed_waits_for_it(
     )
     assert "Failed" not in conditions(job(kube, "sigterm"))
     failed = wait_condition(kube, "sigterm", "Failed", timeout=30)
+    no_pod_running(kube, "sigterm")
     assert kube.get_or_none(f"{PODS}/{name}") is None
     assert failed["status"]["failed"] == 1
 
@@ -390,6 +398,7 @@ def test_sigterm_ignoring_process_is_sigkilled_after_grace(
     assert pids
     failed = wait_condition(kube, "stubborn", "Failed", timeout=30)
     assert condition(failed, "Failed")["reason"] == "DeadlineExceeded"  # type: ignore[index]
+    no_pod_running(kube, "stubborn")
     assert kube.get_or_none(f"{PODS}/{pod['metadata']['name']}") is None
     for pid in pids:
         with pytest.raises(ProcessLookupError):
@@ -453,8 +462,8 @@ def test_pod_deleted_from_under_running_job(kube: SyncKube, cluster: ControlledC
     failed = wait_condition(kube, "orphaned", "Failed", timeout=30)
     assert conditions(failed) == ["FailureTarget", "Failed"]
     assert condition(failed, "Failed")["reason"] == "BackoffLimitExceeded"  # type: ignore[index]
+    no_pod_running(kube, "orphaned")  # and no replacement with backoffLimit 0
     assert kube.get_or_none(f"{PODS}/{name}") is None
-    assert pods_of(kube, "orphaned") == []  # no replacement with backoffLimit 0
 
 
 def test_log_follow_streams_while_running(kube: SyncKube) -> None:
