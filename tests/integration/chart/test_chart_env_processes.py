@@ -28,6 +28,8 @@ sys.path.insert(0, str(REPO / "tests" / "unit" / "chart"))
 from chart_manifests import FULLNAME, container_env, find_helm, helm_template, named  # noqa: E402
 
 NAMESPACE = "default"
+# The `agentrun` console script, independent of PATH.
+AGENTRUN = [sys.executable, "-c", "from agentrun_cli.main import main; raise SystemExit(main())"]
 TOKEN = "chart-env-token"
 
 
@@ -102,7 +104,7 @@ def processes(tmp_path: Path) -> Iterator[dict[str, Any]]:
         logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("api", "operator")}
         procs = [
             subprocess.Popen(
-                ["agentrun", name], env=env, stdout=logs[name], stderr=subprocess.STDOUT
+                [*AGENTRUN, name], env=env, stdout=logs[name], stderr=subprocess.STDOUT
             )
             for name, env in (("api", api_env), ("operator", op_env))
         ]
