@@ -490,9 +490,26 @@ class StreamHub:
                 if self._upstreams.get(run_name) is upstream:
                     await self.drop(upstream)
                 raise
+            if found is not None and not upstream.ended and not await self._still_there(upstream):
+                await self.drop(upstream, reason="run_gone")
+                continue
             if not upstream.ended or attempt == 2:
                 return upstream
         raise AssertionError("unreachable")
+
+    async def _still_there(self, upstream: RunUpstream) -> bool:
+        """Is the run an existing upstream serves still the one that exists? Asked when a new
+        client joins, so a deleted (or re-created) run is not served from a lingering upstream.
+        Free with the API's informer; Kubernetes is asked only when the informer disagrees
+        (it may lag behind another replica's write). Without an informer, the upstream's own
+        periodic check is trusted."""
+        if self.lookup is None:
+            return True
+        cached = self.lookup(upstream.run_name)
+        if cached is not None and cached.uid == upstream.uid:
+            return True
+        snapshot = await self.source.get_run(upstream.run_name)
+        return snapshot is not None and snapshot.uid == upstream.uid
 
     def forget(self, upstream: RunUpstream) -> None:
         """Stop handing ``upstream`` to new clients (a fresh one will be started)."""

@@ -100,3 +100,27 @@ async def test_run_killed_by_its_deadline_is_served_after_the_pod_is_gone(
     assert got.events[-1]["data"]["reason"] == "timeout"
     assert any(e["event"] == "log" for e in got.events)
     assert job_id == got.events[-1]["data"]["job_id"]
+
+
+async def test_cancel_ends_the_stream_and_a_deleted_run_is_404(system_module: DevSystem) -> None:
+    accepted = await _submit(system_module.api_url, {"prompt": "sleep=60 lines=1", "timeout": 120})
+    got = Received()
+    reader = asyncio.create_task(_read_url_into(accepted["stream_url"], got))
+    await eventually(lambda: "running" in [e["data"].get("status") for e in got.events], 60)
+    async with httpx.AsyncClient(timeout=30) as http:
+        cancelled = await http.post(f"{accepted['poll_url']}/cancel")
+        assert cancelled.status_code == 200
+        await asyncio.wait_for(reader, 60)
+        assert got.done
+        assert got.events[-1]["event"] == "complete"
+        assert got.events[-1]["data"]["status"] == "cancelled"
+        assert got.ids == list(range(1, got.ids[-1] + 1))
+        deleted = await http.delete(accepted["poll_url"])
+        assert deleted.status_code == 204
+        # the finished run's upstream may still linger: it is not served once the run is gone
+        statuses: list[int] = []
+        async with asyncio.timeout(10):
+            while not statuses or statuses[-1] != 404:
+                statuses.append((await http.get(accepted["stream_url"])).status_code)
+        assert set(statuses) <= {200, 404}
+        assert len(statuses) <= 3  # at most the informer's lag

@@ -429,3 +429,22 @@ async def test_an_upstream_that_dies_of_a_bug_ends_its_streams_and_is_replaced(
     source.put("run-a", "c0", [log(1), complete(2)])
     await until(lambda: fresh.done)
     assert fresh.ids == [2]
+
+
+async def test_a_lingering_upstream_is_not_served_once_the_run_is_gone(source: FakeSource) -> None:
+    informer: dict[str, CachedRun] = {"run-a": CachedRun(uid="uid-1", terminal=True)}
+    lingering = settings(upstream_idle_seconds=30, heartbeat_seconds=30)
+    hub = StreamHub(source, lingering, lookup=informer.get)
+    source.put("run-a", "c0", [log(1), complete(2)])
+    replay = Reader(await hub.open("run_a", 0))  # type: ignore[arg-type]
+    await until(lambda: replay.done)
+    gets = source.gets
+    again = Reader(await hub.open("run_a", 0))  # type: ignore[arg-type]
+    await until(lambda: again.done)
+    assert source.gets == gets  # the informer vouched: no request per client
+    assert hub.upstream_count == 1  # lingering
+    del informer["run-a"]
+    del source.runs["run-a"]
+    with pytest.raises(RunNotFound):
+        await hub.open("run_a", 0)
+    assert hub.upstream_count == 0
