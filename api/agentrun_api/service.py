@@ -144,7 +144,15 @@ class RunService:
             obj = await self.repository.get(name)
         except NotFound:
             return None
-        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        metadata = obj.get("metadata") or {}
+        if metadata.get("deletionTimestamp"):
+            raise SubmissionError(
+                409,
+                f"The run for Idempotency-Key {request.idempotency_key!r} is being deleted; "
+                "retry in a few seconds to start a new run with this key.",
+                retry_after=2,
+            )
+        annotations = metadata.get("annotations") or {}
         if annotations.get(names.ANNOTATION_FINGERPRINT) != fingerprint:
             raise SubmissionError(
                 409,

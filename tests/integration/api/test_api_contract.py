@@ -893,3 +893,35 @@ def _eventually_listed(http: httpx.Client, job_id: str) -> dict[str, Any]:
             return found[0]  # type: ignore[no-any-return]
         assert time.monotonic() < deadline, jobs
         time.sleep(0.05)
+
+
+def test_a_key_whose_run_is_being_deleted_is_409_then_reusable(
+    http: httpx.Client, cluster: ClusterThread, namespace: str
+) -> None:
+    key = {"Idempotency-Key": "deleting"}
+    job_id = submit(http, {"prompt": "x"}, **key).json()["job_id"]
+    name = names.run_name_for_job_id(job_id)
+    # a finalizer (as the operator's) keeps the run while it is being deleted
+    patched = httpx.patch(
+        agentrun_url(cluster, namespace, name),
+        json={"metadata": {"finalizers": ["agentrun.dev/operator"]}},
+        headers={"Content-Type": "application/merge-patch+json"},
+        timeout=10,
+    )
+    assert patched.status_code == 200, patched.text
+    finish(cluster, namespace, job_id)
+    assert http.delete(f"{RUNS}/{job_id}").status_code == 204
+    assert_error(http.get(f"{RUNS}/{job_id}"), 404)
+    refused = submit(http, {"prompt": "x"}, **key)
+    assert_error(refused, 409, "being deleted")
+    assert refused.headers["retry-after"] == "2"
+    released = httpx.patch(
+        agentrun_url(cluster, namespace, name),
+        json={"metadata": {"finalizers": None}},
+        headers={"Content-Type": "application/merge-patch+json"},
+        timeout=10,
+    )
+    assert released.status_code == 200, released.text
+    again = submit(http, {"prompt": "x"}, **key)
+    assert again.status_code == 202, again.text
+    assert again.json()["job_id"] == job_id
