@@ -26,6 +26,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from agentrun_api.fingerprint import request_fingerprint
 from agentrun_api.run_cache import RunCache
@@ -158,13 +159,16 @@ async def time_submits(
     kubeconfig: Path, namespace: str, base_url: str, n: int
 ) -> tuple[list[float], list[float]]:
     """Interleaved, sequential: one direct create, then one POST, n times (so load changes on
-    this shared machine hit both sides alike). Returns (direct, post) latencies in seconds."""
+    this shared machine hit both sides alike). Returns (direct, post) latencies in seconds.
+
+    Both sides use the same HTTP client library, aiohttp (kubernetes_asyncio's transport), so
+    the ratio measures the API, not a difference between HTTP clients."""
     api = await load_api_client(str(kubeconfig))
     objects = client.CustomObjectsApi(api)
     direct: list[float] = []
     posts: list[float] = []
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        async with aiohttp.ClientSession(base_url=base_url) as http:
             for i in range(n):
                 body = agentrun_body(i)
                 started = time.perf_counter()
@@ -174,10 +178,11 @@ async def time_submits(
                 direct.append(time.perf_counter() - started)
                 payload = {"prompt": f"{PROMPT} #{i}", "session_id": f"s{i % 50}"}
                 started = time.perf_counter()
-                response = await http.post("/api/v1/runs", json=payload)
+                async with http.post("/api/v1/runs", json=payload) as response:
+                    await response.read()
                 posts.append(time.perf_counter() - started)
-                if response.status_code != 202:
-                    raise RuntimeError(response.text)
+                if response.status != 202:
+                    raise RuntimeError(await response.text())
     finally:
         await api.close()
     return direct, posts
