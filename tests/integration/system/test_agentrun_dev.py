@@ -6,6 +6,7 @@ These start the real operator and API processes (through the dev command), so th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -127,6 +128,27 @@ def stop_dev(dev: Dev, sig: int = signal.SIGINT) -> tuple[int, str]:
     return dev.proc.returncode, "".join(dev.output) + (out or "")
 
 
+def logs_of(dev: Dev) -> str:
+    """Tails of the operator's and the API's logs, for failure messages."""
+    parts = []
+    for name in ("operator", "api"):
+        path = dev.state_dir / f"{name}.log"
+        if path.exists():
+            parts.append(f"==> {name}.log\n{path.read_text(errors='replace')[-4000:]}")
+    return "\n".join(parts)
+
+
+@contextlib.contextmanager
+def explained(dev: Dev) -> Iterator[None]:
+    """Re-raise an assertion failure with the dev output and the children's logs."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n--- dev output\n{''.join(dev.output)}\n{logs_of(dev)}"
+        ) from exc
+
+
 @pytest.fixture
 def stub_dev(tmp_path: Path) -> Iterator[Dev]:
     dev = start_dev(tmp_path, "--stub-llm", "--runner", "tiny")
@@ -138,7 +160,11 @@ def stub_dev(tmp_path: Path) -> Iterator[Dev]:
 
 
 def test_dev_seed_curl_run_completes_and_sigint_leaves_nothing(stub_dev: Dev) -> None:
-    dev = stub_dev
+    with explained(stub_dev):
+        seed_curl_run_completes_and_sigint_leaves_nothing(stub_dev)
+
+
+def seed_curl_run_completes_and_sigint_leaves_nothing(dev: Dev) -> None:
     banner = "".join(dev.output)
     assert "STUB LLM" in banner
     assert f"kubectl --kubeconfig {dev.kubeconfig} get agentruns" in banner
@@ -206,27 +232,28 @@ def test_dev_without_credentials_says_so_and_runs_fail_naming_the_secret(tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MODEL_NAME"))}
     dev = start_dev(tmp_path, "--runner", "tiny", env=env)
     try:
-        banner = "".join(dev.output)
-        assert "no LLM credentials" in banner
-        assert "export OPENAI_API_KEY" in banner
-        assert "--stub-llm" in banner
-        r = httpx.post(f"{dev.url}/api/v1/runs", json={"prompt": "hi"}, timeout=10)
-        assert r.status_code == 202, r.text
-        poll = r.json()["poll_url"]
-        kube = dev.kube()
+        with explained(dev):
+            banner = "".join(dev.output)
+            assert "no LLM credentials" in banner
+            assert "export OPENAI_API_KEY" in banner
+            assert "--stub-llm" in banner
+            r = httpx.post(f"{dev.url}/api/v1/runs", json={"prompt": "hi"}, timeout=10)
+            assert r.status_code == 202, r.text
+            poll = r.json()["poll_url"]
+            kube = dev.kube()
 
-        def failed_or_reason() -> dict[str, object] | None:
-            body = httpx.get(poll, timeout=5).json()
-            text = str(body.get("error") or "") + str(body.get("message") or "")
-            return body if "agentrun-llm-credentials" in text else None
+            def failed_or_reason() -> dict[str, object] | None:
+                body = httpx.get(poll, timeout=5).json()
+                text = str(body.get("error") or "") + str(body.get("message") or "")
+                return body if "agentrun-llm-credentials" in text else None
 
-        body = kube.wait_for(
-            "a missing-credentials error", failed_or_reason, timeout=60, interval=0.3
-        )
-        assert "agentrun-llm-credentials" in str(body)
+            body = kube.wait_for(
+                "a missing-credentials error", failed_or_reason, timeout=60, interval=0.3
+            )
+            assert "agentrun-llm-credentials" in str(body)
     finally:
         code, output = stop_dev(dev, signal.SIGTERM)
-    assert code == 0, output
+    assert code == 0, output + logs_of(dev)
 
 
 @pytest.mark.praisonai
@@ -234,26 +261,27 @@ def test_dev_real_praisonai_runner_against_stub_llm(tmp_path: Path) -> None:
     """The one end-to-end run of real PraisonAI through `agentrun dev --stub-llm`."""
     dev = start_dev(tmp_path, "--stub-llm")
     try:
-        r = httpx.post(
-            f"{dev.url}/api/v1/runs",
-            json=SEED_BODY,
-            headers={"Idempotency-Key": "unique-key-123"},
-            timeout=10,
-        )
-        assert r.status_code == 202, r.text
-        poll = r.json()["poll_url"]
+        with explained(dev):
+            r = httpx.post(
+                f"{dev.url}/api/v1/runs",
+                json=SEED_BODY,
+                headers={"Idempotency-Key": "unique-key-123"},
+                timeout=10,
+            )
+            assert r.status_code == 202, r.text
+            poll = r.json()["poll_url"]
 
-        def finished() -> dict[str, object] | None:
-            body = httpx.get(poll, timeout=5).json()
-            return body if body["status"] in ("succeeded", "failed", "cancelled") else None
+            def finished() -> dict[str, object] | None:
+                body = httpx.get(poll, timeout=5).json()
+                return body if body["status"] in ("succeeded", "failed", "cancelled") else None
 
-        final = dev.kube().wait_for("the PraisonAI run", finished, timeout=120, interval=0.5)
-        logs = (dev.state_dir / "operator.log").read_text(errors="replace")[-3000:]
-        assert final["status"] == "succeeded", (final, logs)
-        result = httpx.get(f"{poll}/result", timeout=5).json()["result"]
-        assert result.startswith("### PraisonAI Output ###")
-        assert "[agentrun stub LLM]" in result
-        assert "Analyze the quarterly sales data" in result
+            final = dev.kube().wait_for("the PraisonAI run", finished, timeout=120, interval=0.5)
+            logs = (dev.state_dir / "operator.log").read_text(errors="replace")[-3000:]
+            assert final["status"] == "succeeded", (final, logs)
+            result = httpx.get(f"{poll}/result", timeout=5).json()["result"]
+            assert result.startswith("### PraisonAI Output ###")
+            assert "[agentrun stub LLM]" in result
+            assert "Analyze the quarterly sales data" in result
     finally:
         code, output = stop_dev(dev, signal.SIGINT)
     assert code == 0, output
