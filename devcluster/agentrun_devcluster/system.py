@@ -7,7 +7,13 @@
   (``agentrun operator`` / ``agentrun api``) configured through env overrides, as ``agentrun dev``
   starts them, with test-sized intervals. Exposes ``api_url``, ``kubeconfig``, ``faults``,
   ``namespace``, :meth:`DevSystem.start_api` (a second API replica), :meth:`restart_operator`
-  and :meth:`kill_operator` for chaos tests.
+  and :meth:`kill_operator` for chaos tests, :meth:`DevSystem.logs` for failure messages. It
+  creates the namespace and the LLM credentials Secret with a dummy key (``llm_credentials={}``
+  for none: runs then fail with missing_credentials); the runner is the tiny runner.
+- :class:`SyncKube`: a blocking JSON client for test code (``wait_for`` polls a probe).
+
+Every child process (operator, API, containers) is SIGKILLed by the kernel if its parent dies
+(PR_SET_PDEATHSIG), so an aborted test run leaves nothing behind.
 """
 
 from __future__ import annotations
