@@ -323,6 +323,18 @@ def _handle_submission_error(_: Request[Any, Any, Any], exc: SubmissionError) ->
     return _error(exc.status_code, exc.detail, headers)
 
 
+def _describe_validation(extra: Any) -> str:
+    """Litestar's validation details as "page: <message>; ..." (a list of dicts)."""
+    if not isinstance(extra, list):
+        return ""
+    parts = []
+    for item in extra:
+        if isinstance(item, dict):
+            key = item.get("key") or item.get("source") or "parameter"
+            parts.append(f"{key}: {item.get('message', 'invalid')}")
+    return "; ".join(parts)
+
+
 def _handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     headers = dict(exc.headers or {})
@@ -341,7 +353,7 @@ def _handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) 
             "(each at most 64 KiB)."
         )
     elif status == 400 and detail.startswith("Validation failed"):
-        detail = f"Invalid request parameters: {exc.extra or detail}."
+        detail = f"Invalid request parameters: {_describe_validation(exc.extra) or detail}."
     elif status >= 500:
         log.error("request failed", extra={"path": request.url.path, "error": detail})
         detail = "Internal error; retry later, and report it if it persists."
