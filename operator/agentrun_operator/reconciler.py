@@ -211,6 +211,15 @@ class RunContext:
         if event is not None:
             event.set()
 
+    def remember(self, key: RunKey, body: Obj) -> Obj | None:
+        """Keep ``body`` unless an equal or newer version is already kept (watch events can
+        arrive after this process read or wrote a newer one). Returns the previous body."""
+        previous = self.bodies.get(key)
+        if previous is not None and _newer_or_same(previous, body):
+            return previous
+        self.bodies[key] = body
+        return previous
+
     def observe_run(self, body: Obj, *, deleted: bool) -> None:
         """An AgentRun event: remember the body, start its task if needed, wake it."""
         meta = body.get("metadata") or {}
@@ -230,8 +239,7 @@ class RunContext:
             self.bodies.pop(key, None)
             self.arrivals.pop(key, None)
             return
-        previous = self.bodies.get(key)
-        self.bodies[key] = copy.deepcopy(dict(body))
+        previous = self.remember(key, copy.deepcopy(dict(body)))
         if key not in self.arrivals:
             self.arrivals[key] = next(self._arrival)
         if key not in self.tasks:
@@ -332,11 +340,13 @@ class RunReconciler:
             await asyncio.wait_for(self.event.wait(), seconds)
         self.event.clear()
 
-    async def patch_status(self, status: Obj, *, resource_version: str | None = None) -> None:
-        await self.kube.patch_run_status(
+    async def patch_status(self, status: Obj, *, resource_version: str | None = None) -> Obj:
+        updated = await self.kube.patch_run_status(
             self.namespace, self.name, status, resource_version=resource_version
         )
         self.written.update(status)
+        self.ctx.remember(self.key, updated)
+        return updated
 
     async def flush_transcript(self, *, force: bool = False) -> None:
         writer = self.writer
@@ -625,6 +635,7 @@ class RunReconciler:
         while True:
             body = await self.kube.get_run(self.namespace, self.name)
             fresh = AgentRun.model_validate(body)
+            final = body
             if fresh.phase.is_terminal:
                 break  # written before a restart; only the transcript may be missing
             if fresh.spec.cancel_requested and decision.phase != Phase.CANCELLED:
@@ -635,12 +646,11 @@ class RunReconciler:
             if decision.phase == Phase.SUCCEEDED and result is not None:
                 await self.kube.put_result(fresh, result)
             try:
-                await self.patch_status(
+                final = await self.patch_status(
                     status, resource_version=str(fresh.metadata.resource_version)
                 )
             except Conflict:
                 continue
-            self.ctx.bodies[self.key] = body | {"status": {**(body.get("status") or {}), **status}}
             metrics.RUNS_FINISHED.labels(decision.phase.value, status.get("reason") or "").inc()
             if status.get("durationSeconds") is not None:
                 metrics.RUN_DURATION.observe(float(status["durationSeconds"]))
@@ -662,7 +672,8 @@ class RunReconciler:
                 },
             )
             break
-        await self.complete_transcript(AgentRun.model_validate(self.ctx.bodies[self.key]))
+        # From the object the API server returned, never from the watch cache, which may lag.
+        await self.complete_transcript(AgentRun.model_validate(final))
 
     def terminal_status(
         self, run: AgentRun, decision: StatusDecision, folder: LogFolder | None
@@ -733,3 +744,18 @@ class RunReconciler:
 
 def _status_field(run: AgentRun, field: str) -> Any:
     return run.status.to_k8s().get(field)
+
+
+def _resource_version(body: Obj) -> int | None:
+    value = (body.get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def _newer_or_same(kept: Obj, incoming: Obj) -> bool:
+    """Is ``kept`` at least as new as ``incoming``? resourceVersions are opaque in the API
+    conventions but etcd revisions in practice; if either is not a number, trust the incoming."""
+    a, b = _resource_version(kept), _resource_version(incoming)
+    return a is not None and b is not None and a >= b

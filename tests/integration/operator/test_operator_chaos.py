@@ -108,7 +108,10 @@ def test_chaos_sigkill_operator(k: SyncKube, start_operator: StartOperator) -> N
             problems.append(f"{name}: duplicate log lines")
         statuses = [e.data["status"] for e in events if e.event == "status"]
         if len(statuses) != len(set(statuses)) or statuses[-1] != phase.lower():
-            problems.append(f"{name}: status events {statuses}")
+            problems.append(
+                f"{name}: status events {statuses}; events "
+                f"{[(e.id, e.event, e.data.get('status') or e.data.get('message')) for e in events]}"
+            )
         if events[-1].event != "complete" or sum(e.event == "complete" for e in events) != 1:
             problems.append(f"{name}: complete event")
     assert not problems, (
