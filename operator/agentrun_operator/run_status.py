@@ -146,8 +146,10 @@ def missing_credentials_message(secret: str) -> str:
     )
 
 
-def _failed_job_decision(run: AgentRun, job: Obj, pod: Obj | None, cond: Obj) -> StatusDecision:
-    """A Job with FailureTarget or Failed: why it failed."""
+def _failed_job_decision(
+    run: AgentRun, job: Obj, pod: Obj | None, cond: Obj
+) -> StatusDecision | None:
+    """A Job with FailureTarget or Failed: why it failed (None: not decidable yet)."""
     job_reason = str(cond.get("reason") or "")
     cstatus = _container_status(pod) if pod else None
     term = _terminated(cstatus)
@@ -181,8 +183,13 @@ def _failed_job_decision(run: AgentRun, job: Obj, pod: Obj | None, cond: Obj) ->
             "the runner ran out of memory (OOMKilled); raise the runner's memory limit",
         )
     deleted = pod is None or (pod.get("metadata") or {}).get("deletionTimestamp") is not None
-    if deleted or exit_code in (None, int(ExitCode.INTERRUPTED), 137):
-        return fail(Reason.POD_DELETED, "the runner pod was deleted before the run finished")
+    runner_codes = {int(c) for c in ExitCode} - {int(ExitCode.SUCCESS), int(ExitCode.INTERRUPTED)}
+    if exit_code not in runner_codes:
+        if exit_code is None and not deleted and cond.get("type") == "FailureTarget":
+            # The pod's final state has not been reported yet: decide on the next event.
+            return None
+        if deleted or exit_code in (None, int(ExitCode.INTERRUPTED), 137):
+            return fail(Reason.POD_DELETED, "the runner pod was deleted before the run finished")
     assert exit_code is not None
     reason = _exit_reason(exit_code)
     detail = str(term.get("message") or "").strip() if term else ""
@@ -239,9 +246,9 @@ def map_run_status(
             started_at=_started_at(cstatus) or run.status.started_at,
             exit_code=0,
         )
-    failed = _condition(job, "FailureTarget") or _condition(job, "Failed")
-    if failed is not None:
-        decision = _failed_job_decision(run, job, pod, failed)
+    failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
+    decision = _failed_job_decision(run, job, pod, failed) if failed is not None else None
+    if decision is not None:
         return dataclasses.replace(
             decision,
             pod_name=decision.pod_name or run.status.pod_name,
