@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -336,3 +337,56 @@ async def test_real_kubectl_apply_describe_patch_delete(
     code, out, err = await _kubectl(kc, "create", "namespace", "x")
     assert code != 0
     assert "does not decode application/vnd.kubernetes.protobuf" in err
+
+
+class _TwoLines:
+    async def read_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None,
+        *,
+        follow: bool,
+        since_time: Any,
+        tail_lines: int | None,
+        timestamps: bool,
+    ) -> Any:
+        lines = [b"first line\n", b"second line\n"]
+        for line in lines[-tail_lines:] if tail_lines else lines:
+            yield line
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+async def test_real_kubectl_logs(emulated_cluster: ClusterThread, kube: client.ApiClient) -> None:
+    emulated_cluster.server.set_pod_log_provider(_TwoLines())
+    core = client.CoreV1Api(kube)
+    await core.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": "p"},
+            "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "i"}]},
+        },
+    )
+    await core.patch_namespaced_pod_status(
+        "p",
+        "default",
+        {
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [
+                    {
+                        "name": "c",
+                        "ready": True,
+                        "restartCount": 0,
+                        "image": "i",
+                        "imageID": "",
+                        "state": {"running": {}},
+                    }
+                ],
+            }
+        },
+    )
+    code, out, err = await _kubectl(emulated_cluster.kubeconfig, "logs", "p")
+    assert (code, out) == (0, "first line\nsecond line\n"), err
+    code, out, err = await _kubectl(emulated_cluster.kubeconfig, "logs", "p", "--tail=1")
+    assert (code, out) == (0, "second line\n"), err
