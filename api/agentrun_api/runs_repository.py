@@ -59,13 +59,9 @@ async def kube_call(call: Awaitable[T]) -> T:
 
 
 def is_failed_patch_test(error: KubeError) -> bool:
-    """A JSON-patch ``test`` that did not hold. The real apiserver answers it 422 with the
-    json-patch library's words ("testing value /status/phase failed"); agentrun_kube maps only
-    "test operation" wording to Conflict, so both are recognised here."""
-    if isinstance(error, Conflict):
-        return True
-    message = error.message.lower()
-    return error.status == 422 and ("testing value" in message or "test operation" in message)
+    """A JSON-patch ``test`` that did not hold (or a stale resourceVersion): agentrun_kube maps
+    the apiserver's 422 "testing value ... failed" to Conflict."""
+    return isinstance(error, Conflict)
 
 
 class AlreadyFinished(Exception):

@@ -49,6 +49,13 @@ class Unavailable(KubeError):
     retryable = True
 
 
+def _is_failed_patch_test(message: str) -> bool:
+    # "testing value /status/phase failed" (the apiserver's json-patch library) or
+    # "test operation ... failed" (other implementations).
+    lowered = message.lower()
+    return "testing value" in lowered or "test operation" in lowered
+
+
 def from_api_exception(exc: ApiException) -> KubeError:
     """Map a kubernetes_asyncio ApiException to a typed error."""
     status = int(exc.status or 0)
@@ -66,8 +73,9 @@ def from_api_exception(exc: ApiException) -> KubeError:
         return AlreadyExists(status, reason, message)
     if status == 409:
         return Conflict(status, reason, message)
-    if status == 422 and "test operation" in message.lower():
-        # a failed JSON-patch test is reported as 422 by some servers
+    if status == 422 and _is_failed_patch_test(message):
+        # The real apiserver answers a JSON-patch `test` that did not hold with 422 Invalid;
+        # for callers it means what a stale resourceVersion means: re-read and decide again.
         return Conflict(status, reason, message)
     if status == 422:
         return Invalid(status, reason, message)
