@@ -89,8 +89,12 @@ def test_chaos_sigkill_operator(k: SyncKube, start_operator: StartOperator) -> N
         run = h.get_run(k, name)
         status = run.get("status") or {}
         if (status.get("phase"), status.get("reason")) != (phase, reason):
+            pods = k.items(h.PODS, labelSelector=f"agentrun.dev/run={name}")
             problems.append(
-                f"{name}: {status.get('phase')}/{status.get('reason')} != {phase}/{reason}"
+                f"{name}: {status.get('phase')}/{status.get('reason')} != {phase}/{reason} "
+                f"({status.get('message')}); jobs "
+                f"{[(j.get('status') or {}).get('conditions') for j in h.jobs_of(k, name)]}; "
+                f"pods {[(p['metadata'].get('deletionTimestamp'), p.get('status')) for p in pods]}"
             )
             continue
         if not (status.get("transcript") or {}).get("complete"):
