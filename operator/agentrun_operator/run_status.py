@@ -95,12 +95,15 @@ def _pod_condition_false(pod: Obj, ctype: str) -> Obj | None:
 
 
 def pick_pod(pods: list[Obj]) -> Obj | None:
-    """The run's pod: the newest by creation time (a Job with backoffLimit 0 has one)."""
+    """The run's pod. A Job with backoffLimit 0 has one; should a controller race ever create
+    a second, the pod whose container actually started (the one that ran the agent) wins, then
+    the newest."""
     if not pods:
         return None
     return max(
         pods,
         key=lambda p: (
+            _started_at(_container_status(p)) is not None,
             str((p.get("metadata") or {}).get("creationTimestamp") or ""),
             str((p.get("metadata") or {}).get("name") or ""),
         ),
