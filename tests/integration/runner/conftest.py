@@ -294,16 +294,25 @@ def read_events_until(
 
     assert process.stdout is not None
     assert callable(predicate)
+    # Byte-exact reads from the fd: a buffered readline() would pull several lines into Python's
+    # buffer, after which select() waits on an empty pipe for a line that is already here (seen
+    # under load). What is left in the pipe stays there for a later communicate().
+    fd = process.stdout.fileno()
     selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
+    selector.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
+    raw = b""
     while time.monotonic() < deadline:
         if not selector.select(timeout=0.5):
             continue
-        raw = process.stdout.readline()
-        if not raw:
+        byte = os.read(fd, 1)
+        if not byte:
             raise AssertionError(f"stdout closed before the expected line: {lines[-5:]}")
+        raw += byte
+        if byte != b"\n":
+            continue
         lines.append(raw.decode())
+        raw = b""
         if predicate(lines[-1]):
             return
     raise AssertionError(f"timed out waiting; last lines: {lines[-5:]}")
