@@ -417,7 +417,14 @@ class RunReconciler:
                         await self.set_phase(run, waiting)
                     await self.wait(self.settings.resync_seconds)
                     continue
-                # a Job just created has no pod yet: decide from it without reading again
+                # A Job just created has no pod yet: decide from it without reading again. But
+                # after an operator restart the create may have met our own earlier Job
+                # (AlreadyExists), which can already have run and failed: then its pods decide
+                # (without them a finished agent_error would read as pod_deleted).
+                if job.get("status"):
+                    pods = await self.kube.list_pods(
+                        self.namespace, f"{names.LABEL_RUN}={self.name}"
+                    )
             else:
                 job = await self.kube.get_job(self.namespace, names.job_name(self.name))
                 pods = await self.kube.list_pods(self.namespace, f"{names.LABEL_RUN}={self.name}")
