@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import threading
+import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from pathlib import Path
@@ -105,6 +106,70 @@ class ClusterThread:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class APIServerThread:
+    """The API app (``agentrun_api.app.create_app``) under uvicorn in a daemon thread with its own
+    event loop, on a free 127.0.0.1 port: the API over real HTTP without a subprocess.
+
+    ``send_buffer`` fixes the listening socket's SO_SNDBUF (accepted sockets inherit it on Linux),
+    so a client that stops reading blocks the server after kilobytes, not megabytes.
+    """
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        webhook_resolver: Any = None,
+        send_buffer: int | None = None,
+    ) -> None:
+        # Imported here: the emulated cluster alone must not need the API's dependencies.
+        import socket
+
+        import uvicorn
+        from agentrun_api.app import create_app
+
+        self.settings = settings
+        self.app = create_app(settings, webhook_resolver=webhook_resolver)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if send_buffer is not None:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            self.app, lifespan="on", log_level="warning", timeout_graceful_shutdown=2
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name="api-under-test", daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.server.serve(sockets=[self._sock]))
+        self.loop.close()
+
+    def start(self, timeout: float = 30) -> Any:
+        """Start serving; returns self once uvicorn has started."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the API did not start")
+            time.sleep(0.02)
+        return self
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run ``coro`` on the API's loop and return its result."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=30)
+        self._sock.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,12 +6,10 @@ real ``agentrun api`` subprocess (:class:`APIProcess`) where two processes are n
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,10 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from agentrun_api.app import create_app
 from agentrun_api.settings import APISettings
-from agentrun_devcluster.testing import ClusterThread
+from agentrun_devcluster.testing import APIServerThread, ClusterThread
 from agentrun_webhooks.policy import Resolver, StaticResolver
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -37,48 +33,14 @@ TEST_RESOLVER = StaticResolver(
 )
 
 
-class APIThread:
-    """The API app under uvicorn in a daemon thread (own loop) on a free 127.0.0.1 port."""
+class APIThread(APIServerThread):
+    """The API over real HTTP in a thread, resolving webhook hosts with :data:`TEST_RESOLVER`."""
 
     def __init__(self, settings: APISettings, resolver: Resolver | None = TEST_RESOLVER) -> None:
-        self.app = create_app(settings, webhook_resolver=resolver)
-        self.settings = settings
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            self.app, lifespan="on", log_level="warning", timeout_graceful_shutdown=2
-        )
-        self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._thread = threading.Thread(target=self._run, name="api-under-test", daemon=True)
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve(sockets=[self._sock]))
-        self.loop.close()
-
-    def start(self) -> APIThread:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the API did not start")
-            time.sleep(0.02)
-        return self
+        super().__init__(settings, webhook_resolver=resolver)
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
-        assert self.loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=30)
-        self._sock.close()
+        return self.run(coro, timeout)
 
 
 class APIProcess:

@@ -9,13 +9,11 @@ cases. Litestar's in-process TestClient cannot read endless streams (litestar is
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,13 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from agentrun_api.app import create_app
 from agentrun_api.settings import APISettings
 from agentrun_api.streaming.settings import StreamSettings
 from agentrun_contract import names, resource
 from agentrun_contract.resource import AgentRunTranscriptSpec
-from agentrun_devcluster.testing import ClusterThread
+from agentrun_devcluster.testing import APIServerThread, ClusterThread
 from agentrun_operator.transcript import TranscriptWriter
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -175,59 +171,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class APIThread:
-    """The API app under uvicorn in a daemon thread (own loop) on a free 127.0.0.1 port."""
+class APIThread(APIServerThread):
+    """The API over real HTTP in a thread, with access to its stream hub."""
 
     def __init__(self, settings: APISettings, *, send_buffer: int | None = None) -> None:
-        self.app = create_app(settings)
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if send_buffer is not None:
-            # Accepted sockets inherit it (Linux): a fixed small send buffer, no autotuning, so
-            # a client that stops reading blocks the server after kilobytes, not megabytes.
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-        self._sock.bind(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(
-            self.app, lifespan="on", log_level="warning", timeout_graceful_shutdown=2
-        )
-        self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._thread = threading.Thread(target=self._run, name="stream-api", daemon=True)
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve(sockets=[self._sock]))
-        self.loop.close()
-
-    def start(self) -> APIThread:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the API did not start")
-            time.sleep(0.02)
-        return self
+        super().__init__(settings, send_buffer=send_buffer)
 
     def call(self, fn: Any) -> Any:
         """Run ``fn()`` on the API's loop (to read the hub's state safely)."""
-        assert self.loop is not None
 
         async def _call() -> Any:
             return fn()
 
-        return asyncio.run_coroutine_threadsafe(_call(), self.loop).result(10)
+        return self.run(_call(), 10)
 
     @property
     def hub(self) -> Any:
         return self.app.state.stream_hub
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=30)
-        self._sock.close()
 
 
 class APIProcess:
