@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 from agentrun_contract.resource import AgentRun
+from agentrun_operator.admission import admission_key
 from agentrun_operator.leader import lease_is_free, micro_time
-from agentrun_operator.reconciler import admission_key, check_install_limits, is_active
+from agentrun_operator.reconciler import check_install_limits, is_active
 from agentrun_operator.retention import plan_retention
 from agentrun_operator.settings import OperatorSettings
 
