@@ -1,7 +1,7 @@
 """``agentrun api``: serve the HTTP API with uvicorn (one worker) and metrics on their own port.
 
 Shutdown (SIGTERM/SIGINT): ``app.state.shutting_down`` is set first, so open SSE streams end
-cleanly and new ones are refused (helper E's stream code watches it); then uvicorn stops
+cleanly and new ones are refused (:mod:`agentrun_api.streaming` watches it); then uvicorn stops
 accepting, gives open requests ``shutdown_grace_seconds``, and runs the lifespan's teardown.
 """
 

@@ -170,18 +170,3 @@ class APIServerThread:
         self.server.should_exit = True
         self._thread.join(timeout=30)
         self._sock.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# Added by helper B: the cluster with its controllers and the full-stack harness live in
-# agentrun_devcluster.system (which imports this module); re-exported lazily from here.
-
-_SYSTEM_NAMES = ("ControlledCluster", "DevSystem", "SyncKube")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SYSTEM_NAMES:
-        from agentrun_devcluster import system
-
-        return getattr(system, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,9 +2,10 @@
 
 Order at start-up: read the settings once; serve ``/livez`` (process alive) and ``/health``
 (the Kubernetes API answers) on ``health_port`` and Prometheus metrics on ``metrics_port``; wait
-for the leader Lease (if enabled); then run kopf with this package's handlers and helper G's
-webhook handlers. Losing the Lease stops kopf at once and exits with code 1, so Kubernetes
-restarts the replica as a fresh candidate: a replica never reconciles without the Lease.
+for the leader Lease (if enabled); then run kopf with this package's handlers and the webhook
+delivery handlers (:mod:`agentrun_operator.webhook_handlers`). Losing the Lease stops kopf at
+once and exits with code 1, so Kubernetes restarts the replica as a fresh candidate: a replica
+never reconciles without the Lease.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Prometheus metrics of the operator, served on ``metrics_port``.
 
-Helper G's webhook handlers add their delivery counter to the same default registry.
+The webhook delivery handlers (:mod:`agentrun_operator.webhook_handlers`) add their delivery counter to the same default registry.
 """
 
 from __future__ import annotations

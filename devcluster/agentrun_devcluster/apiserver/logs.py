@@ -1,7 +1,7 @@
 """Pod logs: the provider interface the fake kubelet implements, and the endpoint's rules.
 
 ``GET /api/v1/namespaces/{ns}/pods/{name}/log`` answers ``text/plain``. The bytes come from a
-:class:`PodLogProvider` registered in the same process (helper B's kubelet); without one the log
+:class:`PodLogProvider` registered in the same process (the fake kubelet); without one the log
 is empty but well-formed. Parameter handling mirrors the real kubelet/apiserver:
 
 - ``container``: required when the pod has several containers (400 otherwise, real wording);

@@ -3,7 +3,7 @@
 
 Only ``on.event`` handlers: they keep no handler progress and need no finalizer (deleting an
 AgentRun cascades to its Job, pod, Secret, transcript and result through ownerReferences). kopf's
-own bookkeeping, for handlers that do keep some (helper G's webhook handlers), is stored in
+own bookkeeping, for handlers that do keep some (the webhook delivery handlers), is stored in
 ``status.kopf`` (see :func:`configure`), never in annotations.
 
 The handlers read the shared :class:`~agentrun_operator.reconciler.RunContext` from kopf's

@@ -1,4 +1,4 @@
-"""Extra routes (helper B's /_emulator/... endpoints) and the standalone entry point."""
+"""Extra routes (the dev cluster's /_emulator/... endpoints) and the standalone entry point."""
 
 from __future__ import annotations
 

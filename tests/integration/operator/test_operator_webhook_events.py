@@ -1,4 +1,4 @@
-"""A finished run with a webhook URL gets a pending delivery that helper G's handlers deliver;
+"""A finished run with a webhook URL gets a pending delivery that the webhook handlers deliver;
 every phase change is a Kubernetes Event."""
 
 from __future__ import annotations
