@@ -19,6 +19,7 @@ ReasonName = Literal[
     "missing_credentials",
     "image_pull",
     "unschedulable",
+    "cannot_create_pod",
     "evicted",
     "oom_killed",
     "pod_deleted",

@@ -92,6 +92,9 @@ class Reason(enum.StrEnum):
     MISSING_CREDENTIALS = "missing_credentials"
     IMAGE_PULL = "image_pull"
     UNSCHEDULABLE = "unschedulable"
+    CANNOT_CREATE_POD = "cannot_create_pod"
+    """Kubernetes refused the Job's pod (a missing ServiceAccount, a ResourceQuota, Pod Security
+    or another admission policy): the Job shows ``FailedCreate`` Events and has no pod."""
     EVICTED = "evicted"
     OOM_KILLED = "oom_killed"
     POD_DELETED = "pod_deleted"
