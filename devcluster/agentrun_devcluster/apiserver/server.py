@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,14 @@ from aiohttp import web
 
 from . import errors, printing
 from .errors import APIError
+from .faults import APIFault, APIFaultInjector, APIFaultRule, ChaosConfig, RequestInfo
 from .limits import MAX_REQUEST_BODY_BYTES
 from .logs import EmptyLogProvider, LogRequest, PodLogProvider
 from .patching import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import ResourceType
 from .schema import admit_object
 from .selectors import parse_field_selector, parse_label_selector
-from .state import ClusterState, DeleteOptions
+from .state import ClusterState, DeleteOptions, Watcher
 
 log = logging.getLogger("agentrun_devcluster.apiserver")
 
@@ -94,10 +96,20 @@ class EmulatedAPIServer:
         self.state.admit = admit_object
         self._log_provider: PodLogProvider = EmptyLogProvider()
         self._extra_routes: list[tuple[str, str, Handler]] = []
+        self._middlewares: list[Any] = []
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
         self._streams: set[asyncio.Task[Any]] = set()
         self._stopping: asyncio.Event | None = None  # created on start (needs a loop)
+        #: Request faults, restarts and compactions (faults.py); inactive until given rules.
+        self.faults = APIFaultInjector()
+        #: Whether each client connection's last request carried a system token.
+        self._system_transports: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+        #: Streaming handlers of clients (faults drop them): task -> its request's transport.
+        self._client_streams: dict[asyncio.Task[Any], Any] = {}
+        self._client_watches: set[Watcher] = set()
+        self._down_until = 0.0
+        self._chaos_task: asyncio.Task[None] | None = None
 
     # -- public interface ----------------------------------------------------------------
 
@@ -116,8 +128,16 @@ class EmulatedAPIServer:
             raise RuntimeError("add_route must be called before start()")
         self._extra_routes.append((method, path, handler))
 
+    def add_middleware(self, middleware: Any) -> None:
+        """Add an aiohttp middleware (e.g. :class:`.audit.RequestLog`); call before :meth:`start`."""
+        if self._runner is not None:
+            raise RuntimeError("add_middleware must be called before start()")
+        self._middlewares.append(middleware)
+
     async def start(self) -> str:
-        app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES * 2)
+        app = web.Application(
+            client_max_size=MAX_REQUEST_BODY_BYTES * 2, middlewares=self._middlewares
+        )
         for method, path, handler in self._extra_routes:
             app.router.add_route(method, path, handler)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
@@ -140,20 +160,26 @@ class EmulatedAPIServer:
         if self._stopping is not None:
             self._stopping.set()
         self.state.stop_watchers()
+        if self._chaos_task is not None:
+            self._chaos_task.cancel()
+            self._chaos_task = None
         for task in list(self._streams):
             task.cancel()
         await self._runner.cleanup()
         self._runner = None
 
-    def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
-        """Write a kubeconfig for this server (plain http, a dummy bearer token)."""
+    def write_kubeconfig(
+        self, path: str | Path, namespace: str = "default", token: str = "agentrun-dev-token"
+    ) -> Path:
+        """Write a kubeconfig for this server (plain http, a dummy bearer token; with
+        ``token=faults.SYSTEM_TOKEN`` its client is never hit by faults)."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "agentrun-dev", "cluster": {"server": self.base_url}}],
-            "users": [{"name": "agentrun-dev", "user": {"token": "agentrun-dev-token"}}],
+            "users": [{"name": "agentrun-dev", "user": {"token": token}}],
             "contexts": [
                 {
                     "name": "agentrun-dev",
@@ -189,9 +215,187 @@ class EmulatedAPIServer:
                 )
                 self.state.update(crd_rt, None, name, doc)
 
+    # -- faults (faults.py) --------------------------------------------------------------
+
+    async def restart(self, down_seconds: float = 1.0) -> None:
+        """Restart as a real apiserver does, objects kept: every client connection is dropped
+        (in-flight requests, watches, log follows), new client connections are reset for
+        ``down_seconds``, and the watch history is gone, so a watch resuming from an earlier
+        resourceVersion gets 410 Gone. Returns once the server answers again. Clients with a
+        system token (faults.SYSTEM_TOKEN) keep their connections."""
+        loop = asyncio.get_running_loop()
+        self._down_until = loop.time() + down_seconds
+        self.faults.count(APIFault.RESTART)
+        self.state.compact_history()
+        dropped = self._drop_client_connections()
+        log.warning(
+            "emulated apiserver fault=restart dropped_connections=%d down_seconds=%s rv=%d",
+            dropped,
+            down_seconds,
+            self.state.rv,
+        )
+        await asyncio.sleep(down_seconds)
+
+    async def compact(self, delete_jobs: dict[str, str] | None = None) -> list[str]:
+        """End every client watch (as a watch timeout does), delete the Jobs whose labels match
+        ``delete_jobs`` (None: none) with background propagation, then compact the history:
+        clients resume into 410 Gone and only a relist shows them what went away in the gap.
+        Returns the deleted Jobs as ``namespace/name``."""
+        for watcher in list(self._client_watches):
+            watcher.queue.put_nowait(None)
+        deleted: list[str] = []
+        if delete_jobs is not None:
+            jobs = self.state.resolve("batch", "v1", "jobs")
+            for (namespace, name), obj in list(self.state.collection(jobs).objects.items()):
+                labels = obj["metadata"].get("labels") or {}
+                if all(labels.get(k) == v for k, v in delete_jobs.items()):
+                    with contextlib.suppress(APIError):
+                        self.state.delete(
+                            jobs, namespace, name, DeleteOptions(propagation_policy="Background")
+                        )
+                        deleted.append(f"{namespace}/{name}")
+        self.state.compact_history()
+        self.faults.count(APIFault.COMPACT)
+        log.warning(
+            "emulated apiserver fault=compact rv=%d deleted_jobs=%s", self.state.rv, deleted
+        )
+        return deleted
+
+    def start_chaos(self, config: ChaosConfig) -> None:
+        """Random faults from now on (see faults.ChaosConfig); call on the server's loop."""
+        self.faults.set_chaos(config)
+        log.warning("emulated apiserver random faults %s", config.describe())
+        if config.actions and self._chaos_task is None:
+            self._chaos_task = asyncio.get_running_loop().create_task(
+                self._chaos_actions(), name="emulated apiserver chaos"
+            )
+
+    def stop_chaos(self) -> None:
+        self.faults.set_chaos(None)
+        if self._chaos_task is not None:
+            self._chaos_task.cancel()
+            self._chaos_task = None
+
+    async def _chaos_actions(self) -> None:
+        while True:
+            config, rng = self.faults.chaos, self.faults.chaos_rng()
+            if config is None or rng is None or not config.actions:
+                return
+            await asyncio.sleep(rng.expovariate(1.0 / config.interval_seconds))
+            action = rng.choice(config.actions)
+            try:
+                if action == APIFault.RESTART:
+                    await self.restart(config.down_seconds)
+                else:
+                    await self.compact()
+            except Exception:  # a bug in the emulator must not stop the faults
+                log.exception("emulated apiserver fault=%s failed", action.value)
+
+    def _drop_client_connections(self) -> int:
+        """Reset every connection whose last request was not a system one; returns how many."""
+        dropped = 0
+        server = self._runner.server if self._runner is not None else None
+        for handler in server.connections if server is not None else []:
+            transport = handler.transport
+            if transport is None or self._system_transports.get(transport, False):
+                continue
+            transport.abort()
+            dropped += 1
+        for task, transport in list(self._client_streams.items()):
+            if transport is None or transport.is_closing():
+                task.cancel()
+        return dropped
+
+    async def _client_fault(self, request: web.Request) -> web.StreamResponse | None:
+        """Apply the fault this client request gets, if any: an answer to send instead (429,
+        500), a connection closed (the answer returned is never sent), or None to serve it
+        (log faults are applied while the log streams)."""
+        loop = asyncio.get_running_loop()
+        transport = request.transport
+        if loop.time() < self._down_until:
+            if transport is not None:
+                transport.abort()  # restarting: the connection is reset
+            return web.Response(status=503)
+        query = request.query
+        info = RequestInfo(
+            method=request.method,
+            path=request.path,
+            log_follow=request.path.endswith("/log")
+            and query.get("follow", "").lower() in ("true", "1"),
+            watch=query.get("watch", "").lower() in ("true", "1"),
+        )
+        rule = self.faults.pick(info)
+        if rule is None:
+            return None
+        log.info(
+            "emulated apiserver fault=%s method=%s path=%s",
+            rule.fault.value,
+            request.method,
+            request.path,
+        )
+        if rule.fault == APIFault.DROP:
+            if transport is not None:
+                transport.close()
+            return web.Response(status=503)
+        if rule.fault == APIFault.HANG:
+            await self._hang(request, rule.seconds)
+            return web.Response(status=503)
+        if rule.fault == APIFault.THROTTLE:
+            response = _error_response(
+                APIError(
+                    429,
+                    "TooManyRequests",
+                    "Too many requests, please try again later.",
+                    details={"retryAfterSeconds": rule.retry_after},
+                )
+            )
+            response.headers["Retry-After"] = str(rule.retry_after)
+            return response
+        if rule.fault == APIFault.SERVER_ERROR:
+            return _error_response(
+                APIError(
+                    500,
+                    "InternalError",
+                    "Internal error occurred: etcdserver: leader changed (emulated fault; "
+                    "the request was not applied)",
+                )
+            )
+        request["agentrun_fault"] = rule
+        return None
+
+    async def _hang(self, request: web.Request, seconds: float) -> None:
+        """Answer nothing for ``seconds`` (a half-open connection), then reset the connection."""
+        loop = asyncio.get_running_loop()
+        transport = request.transport
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
+        deadline = loop.time() + seconds
+        try:
+            while transport is not None and not transport.is_closing():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                await asyncio.sleep(min(0.25, remaining))
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if task is not None:
+                self._streams.discard(task)
+            if transport is not None:
+                transport.abort()
+
     # -- dispatch ------------------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        system = self.faults.is_system(request.headers.get("Authorization"))
+        transport = request.transport
+        if transport is not None:
+            self._system_transports[transport] = system
+        if not system:
+            answer = await self._client_fault(request)
+            if answer is not None:
+                return answer
         try:
             return await self._route(request)
         except APIError as exc:
@@ -558,6 +762,11 @@ class EmulatedAPIServer:
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
+        client = not self.faults.is_system(request.headers.get("Authorization"))
+        if client:
+            self._client_watches.add(watcher)
+            if task is not None:
+                self._client_streams[task] = request.transport
         try:
             await response.prepare(request)
             as_table = printing.wants_table(request.headers.get("Accept", ""))
@@ -607,8 +816,10 @@ class EmulatedAPIServer:
             pass
         finally:
             self.state.close_watch(t.rt, watcher)
+            self._client_watches.discard(watcher)
             if task is not None:
                 self._streams.discard(task)
+                self._client_streams.pop(task, None)
         return response
 
     def _bookmark(self, rt: ResourceType, *, initial_done: bool = False) -> dict[str, Any]:
@@ -654,6 +865,9 @@ class EmulatedAPIServer:
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
+            if not self.faults.is_system(request.headers.get("Authorization")):
+                self._client_streams[task] = request.transport
+        fault: APIFaultRule | None = request.get("agentrun_fault")
         sent = 0
         stream = self._log_provider.read_log(
             t.namespace,
@@ -665,14 +879,36 @@ class EmulatedAPIServer:
             timestamps=params.timestamps,
         )
         try:
+            if (
+                fault is not None
+                and fault.fault == APIFault.LOG_DISCONNECT
+                and fault.after_bytes <= 0
+            ):
+                await self._end_log_cleanly(request, response)
+                return response
             async for chunk in stream:
                 if params.limit_bytes is not None:
                     chunk = chunk[: max(0, params.limit_bytes - sent)]
+                if (
+                    fault is not None
+                    and fault.fault == APIFault.LOG_CUT
+                    and chunk
+                    and sent + len(chunk) > fault.after_bytes
+                ):
+                    await self._cut_log(request, response, chunk, fault.after_bytes - sent)
+                    return response
                 if chunk:
                     await response.write(chunk)
                     sent += len(chunk)
                 if params.limit_bytes is not None and sent >= params.limit_bytes:
                     break
+                if (
+                    fault is not None
+                    and fault.fault == APIFault.LOG_DISCONNECT
+                    and sent >= fault.after_bytes
+                ):
+                    await self._end_log_cleanly(request, response)
+                    return response
             with contextlib.suppress(ConnectionResetError, RuntimeError):
                 await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
@@ -684,7 +920,33 @@ class EmulatedAPIServer:
                     await aclose()
             if task is not None:
                 self._streams.discard(task)
+                self._client_streams.pop(task, None)
         return response
+
+    @staticmethod
+    async def _cut_log(
+        request: web.Request, response: web.StreamResponse, chunk: bytes, keep: int
+    ) -> None:
+        """Fault ``log_cut``: send ``chunk[:keep]`` (at least one byte) as a chunk, then the
+        header of a chunk that carries the rest and only half of it, then close the
+        connection: the client holds a partial line and its payload is not completed."""
+        keep = min(max(1, keep), len(chunk))
+        head, tail = chunk[:keep], chunk[keep:]
+        await response.write(head)  # also sends the headers
+        transport = request.transport
+        if transport is not None:
+            transport.write(f"{max(len(tail), 1):x}\r\n".encode() + tail[: len(tail) // 2])
+            transport.close()
+
+    @staticmethod
+    async def _end_log_cleanly(request: web.Request, response: web.StreamResponse) -> None:
+        """Fault ``log_disconnect``: a well-formed end of the follow (terminating chunk) while
+        the container still runs, then the server closes the connection."""
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await response.write_eof()
+        transport = request.transport
+        if transport is not None:
+            transport.close()
 
 
 def _dry_run(request: web.Request) -> bool:

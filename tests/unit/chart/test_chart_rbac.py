@@ -1,44 +1,20 @@
-"""RBAC on the rendered chart: exactly the rules the issue lists, no wildcards, runner has none."""
+"""RBAC on the rendered chart: each Role holds exactly its rules of agentrun_contract.permissions,
+no wildcards, the runner has none."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from agentrun_contract.permissions import Process, Scope, rules
 from chart_manifests import CHART, FULLNAME, Manifest, named, of_kind
 
 Rules = set[tuple[str, str, str]]
 
-API_RULES: Rules = {
-    ("agentrun.dev", "agentruns", verb)
-    for verb in ("create", "get", "list", "watch", "patch", "delete")
-} | {
-    ("agentrun.dev", resource, verb)
-    for resource in ("agentruntranscripts", "agentrunresults")
-    for verb in ("get", "list", "watch")
-}
-
-OPERATOR_RULES: Rules = (
-    {("agentrun.dev", "agentruns", v) for v in ("get", "list", "watch", "patch", "delete")}
-    | {("agentrun.dev", "agentruns/status", "patch")}
-    | {
-        ("agentrun.dev", r, v)
-        for r in ("agentruntranscripts", "agentrunresults")
-        for v in ("get", "list", "create", "patch", "delete")
-    }
-    | {("batch", "jobs", v) for v in ("get", "list", "watch", "create", "delete")}
-    | {("", "pods", v) for v in ("get", "list", "watch")}
-    | {("", "pods/log", "get")}
-    | {("", "secrets", "create")}
-    | {("", "events", v) for v in ("create", "patch")}
-)
-
-LEASE_RULES: Rules = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
-DISCOVERY_RULES: Rules = {
-    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
-    ("", "namespaces", "list"),
-    ("", "namespaces", "watch"),
-}
+# The rules each Role must hold: agentrun_contract.permissions, the one list of every call.
+API_RULES: Rules = set(rules(Process.API, Scope.RUN_NAMESPACES))
+OPERATOR_RULES: Rules = set(rules(Process.OPERATOR, Scope.RUN_NAMESPACES))
+LEASE_RULES: Rules = set(rules(Process.OPERATOR, Scope.RELEASE_NAMESPACE))
+DISCOVERY_RULES: Rules = set(rules(Process.OPERATOR, Scope.CLUSTER))
 
 
 def flatten(role: Manifest) -> Rules:
