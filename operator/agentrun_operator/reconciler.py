@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import itertools
 import logging
 import math
 import time
@@ -107,8 +105,6 @@ class RunContext:
         self.events: dict[RunKey, asyncio.Event] = {}
         self.tasks: dict[RunKey, asyncio.Task[None]] = {}
         self.admissions: dict[str, Admission] = {}
-        self.arrivals: dict[RunKey, int] = {}
-        self._arrival = itertools.count()
 
     def admission(self, namespace: str) -> Admission:
         if namespace not in self.admissions:
@@ -117,6 +113,7 @@ class RunContext:
                 self.settings.max_concurrent_runs,
                 self.kube,
                 lambda name: self.wake((namespace, name)),
+                recount_seconds=self.settings.admission_recount_seconds,
             )
         return self.admissions[namespace]
 
@@ -140,22 +137,20 @@ class RunContext:
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if deleted:
             self.bodies.pop(key, None)
-            self.arrivals.pop(key, None)
             task = self.tasks.pop(key, None)
             if task is not None:
                 task.cancel()
-            self.admission(key[0]).leave(key[1])
-            self.admission(key[0]).notify()
+            self.admission(key[0]).leave(key[1])  # wakes the runs that now fit
             return
         if key not in self.tasks and not is_active(body):
             # A finished run needs nothing from us: keep no memory of it (10,000 stored runs
             # must not cost 10,000 bodies).
             self.bodies.pop(key, None)
-            self.arrivals.pop(key, None)
             return
-        previous = self.remember(key, copy.deepcopy(dict(body)))
-        if key not in self.arrivals:
-            self.arrivals[key] = next(self._arrival)
+        # A shallow copy, not a deep one: each watch event is a freshly decoded object that
+        # kopf never changes afterwards, and nothing here mutates a kept body (updates replace
+        # it whole), so 10,000 queued runs cost their bodies once, not twice.
+        previous = self.remember(key, dict(body))
         if key not in self.tasks:
             self.events[key] = asyncio.Event()
             task = asyncio.create_task(self._run_task(key), name=f"run:{key[0]}/{key[1]}")
@@ -172,12 +167,16 @@ class RunContext:
         job: Obj | None = None,
         deleted: bool = False,
         job_event: bool = False,
+        listing: bool = False,
     ) -> None:
-        """A Job or Pod event of a run: wake it (and admission, for Jobs)."""
+        """A Job or Pod event of a run: wake it (and admission, for Jobs). ``listing``: the
+        event comes from a (re)list of the watch, not from the watch itself."""
         self.wake((namespace, run_name))
         if job_event:
             admission = self.admission(namespace)
             admission.observe_job(run_name, None if deleted else job)
+            if listing:
+                admission.relisted()
             admission.notify()
 
     async def _run_task(self, key: RunKey) -> None:
@@ -208,9 +207,10 @@ class RunContext:
             body = self.bodies.get(key)
             if body is not None and not is_active(body):
                 self.bodies.pop(key, None)
-                self.arrivals.pop(key, None)
 
     async def stop(self) -> None:
+        for admission in self.admissions.values():
+            await admission.stop()
         tasks = list(self.tasks.values())
         for task in tasks:
             task.cancel()
@@ -249,7 +249,7 @@ class RunReconciler:
     def log_extra(self) -> Obj:
         return {"run": self.job_id, "namespace": self.namespace}
 
-    async def wait(self, seconds: float) -> None:
+    async def wait(self, seconds: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.event.wait(), seconds)
         self.event.clear()
@@ -329,7 +329,9 @@ class RunReconciler:
                     if run.status.phase is None and "phase" not in self.written:
                         waiting = StatusDecision(Phase.QUEUED, None, "waiting for a free slot")
                         await self.set_phase(run, waiting)
-                    await self.wait(self.settings.resync_seconds)
+                    # No timer: admission wakes the runs that fit (a slot freed, a recount),
+                    # and a cancel wakes its run; 10,000 queued runs cost nothing while idle.
+                    await self.wait(None)
                     continue
                 # A Job just created has no pod yet: decide from it without reading again. But
                 # after an operator restart the create may have met our own earlier Job
@@ -380,10 +382,7 @@ class RunReconciler:
         """Wait for a slot (FIFO by creation), then create the input Secret and the Job."""
         admission = self.ctx.admission(self.namespace)
         if self.name not in admission.waiting and self.name not in admission.granted:
-            admission.enqueue(
-                self.name,
-                admission_key(self.ctx.bodies[self.key], self.ctx.arrivals.get(self.key, 0)),
-            )
+            admission.enqueue(self.name, admission_key(self.ctx.bodies[self.key]))
         if not await admission.try_admit(self.name):
             return None
         job: Obj | None = None

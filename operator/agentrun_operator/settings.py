@@ -130,6 +130,12 @@ class OperatorSettings(BaseSettings):
         description="Per namespace: Jobs (pending ones included) that may exist at once. "
         "Runs beyond it stay Queued with no Job and start in creation order.",
     )
+    admission_recount_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often admission recounts the unfinished Jobs from a list (it also "
+        "does on every relist of the Job watch), so a Job deleted unseen never holds a slot.",
+    )
     pending_timeout_seconds: float = Field(
         default=600,
         gt=0,
@@ -185,6 +191,24 @@ class OperatorSettings(BaseSettings):
         gt=0,
         description="Pause before re-opening a pod log stream that ended while the pod runs.",
     )
+    log_reconnect_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest pause between attempts to re-open a pod log stream that keeps "
+        "failing (the pause doubles from log_reconnect_seconds; it resets once lines arrive).",
+    )
+    log_read_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A pod log stream silent this long is re-opened from the last line kept "
+        "(a half-open connection must not stall a run's log).",
+    )
+    log_drain_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a finished run waits for its pod log to be read to the end "
+        "(its result is in it) before it is recorded without it.",
+    )
 
     # -- follow-up timers
     resync_seconds: float = Field(
@@ -235,6 +259,17 @@ class OperatorSettings(BaseSettings):
         default=300,
         gt=0,
         description="kopf: server-side timeout of each watch request.",
+    )
+    kube_request_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Total client-side timeout of each Kubernetes call that is not a watch or "
+        "a log stream; a call past it is retried like a dropped connection.",
+    )
+    kube_connect_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Client-side timeout of opening a connection to the Kubernetes API.",
     )
 
     @property

@@ -23,6 +23,8 @@ from agentrun_contract.resource import GROUP, PLURAL, VERSION
 from agentrun_operator.reconciler import RunContext
 
 RUN_SELECTOR = {names.LABEL_RUN: kopf.PRESENT}
+WATCH_SELECTORS = (("batch/v1", "jobs"), ("v1", "pods"))
+"""The resources (as the handlers name them) watched with the ``agentrun.dev/run`` selector."""
 
 
 @kopf.on.startup()
@@ -38,6 +40,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.watching.client_timeout = ours.watch_server_timeout_seconds + 30
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
+    # Server-side selectors: only agentrun's Pods and Jobs are listed and watched (the
+    # handlers' ``labels=`` filter only after every object in the namespace was received).
+    for selector in WATCH_SELECTORS:
+        settings.watching.label_selectors[selector] = names.LABEL_RUN
 
 
 @kopf.on.login()
@@ -72,6 +78,7 @@ async def job_event(
         job=dict(body),
         deleted=type == "DELETED",
         job_event=True,
+        listing=type is None,  # kopf's convention for objects from a (re)list
     )
 
 

@@ -94,14 +94,11 @@ def test_active_runs_include_terminal_with_incomplete_transcript() -> None:
     assert not is_active({"status": {"phase": "Failed", "transcript": {"complete": True}}})
 
 
-def test_admission_key_orders_by_creation_then_arrival() -> None:
+def test_admission_key_orders_by_creation_then_name() -> None:
     a = {"metadata": {"name": "z", "creationTimestamp": "2026-01-01T00:00:01Z"}}
     b = {"metadata": {"name": "a", "creationTimestamp": "2026-01-01T00:00:01Z"}}
     c = {"metadata": {"name": "m", "creationTimestamp": "2026-01-01T00:00:00Z"}}
-    keys = sorted(
-        [(admission_key(a, 1), "z"), (admission_key(b, 2), "a"), (admission_key(c, 3), "m")]
-    )
-    assert [n for _, n in keys] == ["m", "z", "a"]
+    assert [admission_key(x)[1] for x in sorted([a, b, c], key=admission_key)] == ["m", "a", "z"]
 
 
 def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
