@@ -13,18 +13,29 @@ Rules, in order:
 4. A finished Job (``Complete``/``SuccessCriteriaMet``, or ``FailureTarget``/``Failed``: the
    FailureTarget condition comes first, at the deadline, before the pod is gone, and is final).
 5. A running Job: ``running`` once the container has started; a pending pod keeps the run Queued
-   with a reason (image pull, unschedulable); a missing credentials Secret fails the run at once;
-   pending past the pre-running deadline fails with ``pending_timeout``.
+   with a reason (image pull, unschedulable); a missing credentials Secret fails the run at once.
+   When the pod's status does not say why it waits, the Events of its Job (no pod: the Job
+   controller's ``FailedCreate``) or of its pod do (:mod:`agentrun_operator.pod_start_problems`):
+   ``cannot_create_pod`` and the others, with a sentence that names the fix.
+6. Pending past the pre-running deadline fails with the reason it waited for (the message says
+   the deadline too), or ``pending_timeout`` when nothing said why.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
 from agentrun_contract.resource import AgentRun, Phase, Reason
 from agentrun_contract.runner import CONTAINER_NAME, ExitCode
+
+from agentrun_operator.pod_start_problems import (
+    StartContext,
+    missing_credentials_message,
+    start_problem,
+)
 
 IMAGE_PULL_REASONS: Final = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -44,6 +55,8 @@ class StatusDecision:
     pod_name: str | None = None
     started_at: datetime | None = None
     exit_code: int | None = None
+    before_start: bool = False
+    """Failed before the runner started: its Job must go, so a late pod never runs the agent."""
 
     @property
     def terminal(self) -> bool:
@@ -142,13 +155,6 @@ def _exit_reason(code: int) -> Reason:
     return mapping.get(code, Reason.AGENT_ERROR)
 
 
-def missing_credentials_message(secret: str) -> str:
-    return (
-        f"the LLM credentials Secret is missing: create Secret {secret} in the run's namespace "
-        f"(kubectl create secret generic {secret} --from-literal=OPENAI_API_KEY=...)"
-    )
-
-
 def _failed_job_decision(
     run: AgentRun, job: Obj, pod: Obj | None, cond: Obj
 ) -> StatusDecision | None:
@@ -208,8 +214,12 @@ def map_run_status(
     *,
     pending_timeout_seconds: float | None = None,
     credentials_secret: str = DEFAULT_CREDENTIALS_SECRET,
+    events: Sequence[Obj] = (),
 ) -> StatusDecision:
-    """Decide the run's phase, reason and message from its Job and Pods (see module docstring)."""
+    """Decide the run's phase, reason and message from its Job and Pods (see module docstring).
+
+    ``events``: the core/v1 Events of the Job while it has no pod, else of the pending pod; they
+    are consulted only when the pod's status does not say why it waits."""
     current = run.phase
     if current.is_terminal:
         return StatusDecision(
@@ -276,20 +286,27 @@ def map_run_status(
         )
 
     queued = _pending_decision(pod, cstatus, credentials_secret)
+    if queued.reason is None and events:
+        namespace = run.metadata.namespace or "default"
+        found = start_problem(events, pod, StartContext(namespace, credentials_secret))
+        if found is not None:
+            phase = Phase.FAILED if found.reason == Reason.MISSING_CREDENTIALS else Phase.QUEUED
+            queued = StatusDecision(phase, found.reason, found.message, pod_name=queued.pod_name)
     if queued.terminal:
-        return queued
+        return dataclasses.replace(queued, before_start=True)
     created = parse_time((job.get("metadata") or {}).get("creationTimestamp"))
     if (
         pending_timeout_seconds is not None
         and created is not None
         and (now - created).total_seconds() > pending_timeout_seconds
     ):
-        why = f" ({queued.message})" if queued.reason else ""
+        deadline = f"the runner pod did not start within {pending_timeout_seconds:g} s"
         return StatusDecision(
             Phase.FAILED,
-            Reason.PENDING_TIMEOUT,
-            f"the runner pod did not start within {pending_timeout_seconds:g} s{why}",
+            queued.reason or Reason.PENDING_TIMEOUT,
+            f"{deadline}: {queued.message}" if queued.reason else deadline,
             pod_name=queued.pod_name,
+            before_start=True,
         )
     return queued
 
@@ -317,7 +334,11 @@ def _pending_decision(pod: Obj | None, cstatus: Obj | None, secret: str) -> Stat
                 pod_name=name,
             )
         return StatusDecision(
-            Phase.QUEUED, None, f"the runner container cannot start: {wmessage}", pod_name=name
+            Phase.QUEUED,
+            Reason.CANNOT_CREATE_POD,
+            f"the runner container cannot start: {wmessage}; create what it names in the "
+            f"run's namespace",
+            pod_name=name,
         )
     unscheduled = _pod_condition_false(pod, "PodScheduled")
     if unscheduled is not None and unscheduled.get("reason") == "Unschedulable":

@@ -1,4 +1,4 @@
-"""Pure policies: retention plan, lease freedom, install limits, settings from env."""
+"""Pure policies: retention plan, install limits, settings from env (leases: test_leader.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from agentrun_contract.resource import AgentRun
 from agentrun_operator.admission import admission_key
-from agentrun_operator.leader import lease_is_free, micro_time
+from agentrun_operator.leader import micro_time
 from agentrun_operator.reconciler import check_install_limits, is_active
 from agentrun_operator.retention import plan_retention
 from agentrun_operator.settings import OperatorSettings
@@ -49,27 +49,6 @@ def test_retention_by_count_per_namespace_oldest_first() -> None:
     runs = [run(f"r{i}", age_s=100 - i) for i in range(5)] + [run("other", ns="b", age_s=99)]
     plan = plan_retention(runs, NOW, max_age_seconds=10_000, max_runs=2)
     assert plan == [("a", "r0"), ("a", "r1"), ("a", "r2")]
-
-
-def test_lease_is_free() -> None:
-    fresh = {
-        "spec": {
-            "holderIdentity": "x",
-            "leaseDurationSeconds": 15,
-            "renewTime": micro_time(NOW - timedelta(seconds=3)),
-        }
-    }
-    stale = {
-        "spec": {
-            "holderIdentity": "x",
-            "leaseDurationSeconds": 15,
-            "renewTime": micro_time(NOW - timedelta(seconds=16)),
-        }
-    }
-    assert not lease_is_free(fresh, "me", NOW)
-    assert lease_is_free(fresh, "x", NOW)
-    assert lease_is_free(stale, "me", NOW)
-    assert lease_is_free({"spec": {"holderIdentity": None}}, "me", NOW)
 
 
 def make(**spec: Any) -> AgentRun:

@@ -18,7 +18,11 @@ def make_run(partial: dict[str, Any]) -> AgentRun:
     spec = {"prompt": "hello", "timeoutSeconds": 60, **(partial.get("spec") or {})}
     return AgentRun.model_validate(
         {
-            "metadata": {"name": "run-abc", "namespace": "default", "uid": "u-1"},
+            "metadata": {
+                "name": "run-abc",
+                "namespace": partial.get("namespace") or "default",
+                "uid": "u-1",
+            },
             "spec": spec,
             "status": partial.get("status") or {},
         }
@@ -38,6 +42,10 @@ def test_every_issue_case_has_a_golden() -> None:
         "missing_credentials",
         "pod_deleted",
         "job_deleted",
+        # the Job controller's FailedCreate, one per admission refusal the emulator reproduces
+        "failed_create_service_account",
+        "failed_create_quota",
+        "failed_create_pod_security",
     }
     assert required <= names
 
@@ -54,11 +62,14 @@ def test_golden(path: Path) -> None:
         parse_time(case["now"]),  # type: ignore[arg-type]
         pending_timeout_seconds=case.get("pendingTimeoutSeconds", 600),
         credentials_secret=case.get("credentialsSecret", "agentrun-llm-credentials"),
+        events=case.get("events") or [],
     )
     expected = case["expected"]
     got = decision.to_yaml_dict()
     assert got["phase"] == expected["phase"], got
     assert got["reason"] == expected.get("reason"), got
+    if "message" in expected:
+        assert got["message"] == expected["message"], got
     if "messageContains" in expected:
         assert expected["messageContains"] in (got["message"] or ""), got
     if "startedAt" in expected:
