@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 
+import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
+
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError)
+"""What a call raises when the connection, not the API, failed: refused, reset, a payload cut
+mid-chunk (``ClientPayloadError``), a server that went away (``ServerDisconnectedError``), or a
+client-side timeout (``TimeoutError`` is an ``OSError``). Always worth a retry with backoff."""
 
 
 class KubeError(Exception):
@@ -84,3 +90,14 @@ def from_api_exception(exc: ApiException) -> KubeError:
     if status == 0 or status == 429 or status >= 500:
         return Unavailable(status, reason, message)
     return KubeError(status, reason, message)
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """Did the connection (not the API) fail? See :data:`TRANSPORT_ERRORS`."""
+    return isinstance(exc, TRANSPORT_ERRORS)
+
+
+def from_transport_error(exc: BaseException) -> Unavailable:
+    """A transport failure as a retryable :class:`Unavailable` (status 0)."""
+    detail = str(exc) or type(exc).__name__
+    return Unavailable(0, type(exc).__name__, f"no answer from the Kubernetes API: {detail}")

@@ -6,6 +6,7 @@ final errors without knowing the client. Patches of custom objects are merge pat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import aiohttp
 from agentrun_contract import names
 from agentrun_contract.resource import (
     API_VERSION,
@@ -28,7 +30,15 @@ from agentrun_contract.resource import (
     AgentRunResultSpec,
     AgentRunTranscriptSpec,
 )
-from agentrun_kube.errors import AlreadyExists, KubeError, NotFound, from_api_exception
+from agentrun_kube.errors import (
+    TRANSPORT_ERRORS,
+    AlreadyExists,
+    KubeError,
+    NotFound,
+    Unavailable,
+    from_api_exception,
+    from_transport_error,
+)
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -49,10 +59,38 @@ async def read_json(response: Any) -> Obj:
             exc = ApiException(status=response.status, reason=response.reason)
             exc.body = await response.text()
             raise from_api_exception(exc)
-        data: Obj = await response.json()
+        try:
+            data: Obj = await response.json()
+        except TRANSPORT_ERRORS as exc:
+            raise from_transport_error(exc) from exc
         return data
     finally:
         response.release()
+
+
+STALE_RETRY_ATTEMPTS: Final = 20
+STALE_RETRY_SECONDS: Final = 0.25
+
+
+class StaleOwnedObject(Unavailable):
+    """An object with the name we create belongs to another (older, deleted) owner of the same
+    name, and is still going away: retry later. Never adopted."""
+
+
+def owner_uid(obj: Obj) -> str | None:
+    """The uid of the object's controller ownerReference (else its first one), if any."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    for ref in refs:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return str(refs[0].get("uid")) if refs else None
+
+
+def is_stale_copy(existing: Obj, wanted: Obj) -> bool:
+    """Does ``existing`` (met on AlreadyExists) belong to another owner than ``wanted`` would?
+    A name reused right after a DELETE meets the old run's objects until they are collected."""
+    want = owner_uid(wanted)
+    return want is not None and owner_uid(existing) != want
 
 
 class RequestCounter:
@@ -82,6 +120,9 @@ class Kube:
             return await coro
         except ApiException as exc:
             raise from_api_exception(exc) from exc
+        except TRANSPORT_ERRORS as exc:
+            # Refused, reset, cut mid-body or timed out: retryable, like a 503.
+            raise from_transport_error(exc) from exc
 
     # -- AgentRuns
     async def get_run(self, namespace: str, name: str) -> Obj:
@@ -125,6 +166,9 @@ class Kube:
         )
 
     async def delete_run(self, namespace: str, name: str) -> None:
+        """Delete with propagationPolicy Foreground: the run stays (with its
+        deletionTimestamp) until its Job, pod, Secret, transcript and result are gone, so a
+        new run of the same name (the same Idempotency-Key) never meets them."""
         with contextlib.suppress(NotFound):
             await self._call(
                 self.custom.delete_namespaced_custom_object(
@@ -133,30 +177,102 @@ class Kube:
                     namespace,
                     PLURAL,
                     name,
-                    body=client.V1DeleteOptions(propagation_policy="Background"),
+                    body=client.V1DeleteOptions(propagation_policy="Foreground"),
                 )
             )
 
     # -- input Secret and Job
     async def create_secret(self, namespace: str, body: Obj) -> None:
-        # AlreadyExists: created before a restart; the run's input never changes.
-        with contextlib.suppress(AlreadyExists):
-            await self._call(self.core.create_namespaced_secret(namespace, body))
+        """Create the run's input Secret. One that already exists is ours (created before a
+        restart; the run's input never changes) only if it is owned by this run's uid; an older
+        run's Secret of the same name is deleted and the create retried."""
+        name = body["metadata"]["name"]
+        for _ in range(STALE_RETRY_ATTEMPTS):
+            try:
+                await self._call(self.core.create_namespaced_secret(namespace, body))
+                return
+            except AlreadyExists:
+                with contextlib.suppress(NotFound):
+                    response = await self._call(
+                        self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+                    )
+                    existing = await read_json(response)
+                    if not is_stale_copy(existing, body):
+                        return
+                    await self._replace_stale(namespace, "Secret", existing, body)
+        raise self._still_stale(namespace, "Secret", name)
 
     async def create_job(self, namespace: str, body: Obj) -> tuple[Obj, bool]:
-        """Create the Job; if it already exists (a replay), return the existing one.
+        """Create the Job; if this run's Job already exists (a replay), return it.
+
+        A Job of the same name owned by another uid (an older run of the same name, deleted
+        moments ago) is never adopted: it is deleted and the create retried; if it is still
+        there after a few seconds, :class:`StaleOwnedObject` (retryable) is raised.
 
         Returns (job, created)."""
-        try:
-            created = await self._call(
-                self.batch.create_namespaced_job(namespace, body, _preload_content=False)
+        name = body["metadata"]["name"]
+        for _ in range(STALE_RETRY_ATTEMPTS):
+            try:
+                created = await self._call(
+                    self.batch.create_namespaced_job(namespace, body, _preload_content=False)
+                )
+                return await read_json(created), True
+            except AlreadyExists:
+                existing = await self.get_job(namespace, name)
+                if existing is None:
+                    continue  # deleted meanwhile: create again
+                if not is_stale_copy(existing, body):
+                    return existing, False
+                await self._replace_stale(namespace, "Job", existing, body)
+        raise self._still_stale(namespace, "Job", name)
+
+    async def _replace_stale(self, namespace: str, kind: str, existing: Obj, wanted: Obj) -> None:
+        """Delete ``existing`` (another owner's object with the name ``wanted`` needs), guarded
+        by its uid so a newer object is never deleted; say so in the log and an Event."""
+        meta = existing.get("metadata") or {}
+        name = str(meta.get("name"))
+        if not meta.get("deletionTimestamp"):
+            message = (
+                f"{kind} {name} belongs to an earlier run of the same name (owner uid "
+                f"{owner_uid(existing)}); deleting it before creating this run's own"
             )
-            return await read_json(created), True
-        except AlreadyExists:
-            existing = await self.get_job(namespace, body["metadata"]["name"])
-            if existing is None:
-                raise
-            return existing, False
+            log.warning(
+                "stale owned object replaced",
+                extra={"run": _owner_name(wanted), "kind": kind, "object": name},
+            )
+            await self.post_event_about(
+                _owner_ref(wanted), namespace, reason="StaleObjectReplaced", message=message
+            )
+            options = client.V1DeleteOptions(
+                propagation_policy="Background",
+                preconditions=client.V1Preconditions(uid=meta.get("uid")),
+            )
+            with contextlib.suppress(NotFound, KubeError):
+                if kind == "Job":
+                    await self._call(
+                        self.batch.delete_namespaced_job(name, namespace, body=options)
+                    )
+                elif kind == "Secret":
+                    await self._call(
+                        self.core.delete_namespaced_secret(name, namespace, body=options)
+                    )
+                else:
+                    plural = RESULT_PLURAL if kind == RESULT_KIND else TRANSCRIPT_PLURAL
+                    await self._call(
+                        self.custom.delete_namespaced_custom_object(
+                            GROUP, VERSION, namespace, plural, name, body=options
+                        )
+                    )
+        await asyncio.sleep(STALE_RETRY_SECONDS)
+
+    @staticmethod
+    def _still_stale(namespace: str, kind: str, name: str) -> StaleOwnedObject:
+        return StaleOwnedObject(
+            409,
+            "StaleObject",
+            f"{kind} {namespace}/{name} still belongs to an earlier run of the same name; "
+            "waiting for it to be deleted",
+        )
 
     async def get_job(self, namespace: str, name: str) -> Obj | None:
         try:
@@ -197,17 +313,29 @@ class Kube:
         return list(data.get("items") or [])
 
     async def stream_pod_log(
-        self, namespace: str, pod: str, container: str, *, since_seconds: int | None
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        *,
+        since_seconds: int | None,
+        read_timeout: float | None = None,
     ) -> AsyncIterator[str]:
         """Follow the container's log with timestamps, one decoded line at a time.
 
-        Ends when the container ends (or the server closes the stream)."""
+        Ends when the container ends (or the server closes the stream). A stream silent for
+        ``read_timeout`` seconds raises ``TimeoutError``; a connection cut mid-stream raises
+        aiohttp's ``ClientPayloadError``/``ServerDisconnectedError``: the caller resumes."""
         kwargs: Obj = {
             "container": container,
             "follow": True,
             "timestamps": True,
             "_preload_content": False,
         }
+        if read_timeout is not None:
+            kwargs["_request_timeout"] = aiohttp.ClientTimeout(
+                total=None, sock_connect=read_timeout, sock_read=read_timeout
+            )
         if since_seconds is not None:
             kwargs["since_seconds"] = since_seconds
         response = await self._call(self.core.read_namespaced_pod_log(pod, namespace, **kwargs))
@@ -226,24 +354,61 @@ class Kube:
             response.release()
 
     # -- events
+    async def list_events(self, namespace: str, kind: str, name: str, uid: str | None) -> list[Obj]:
+        """The core/v1 Events about one object (field selector on ``involvedObject``; the uid
+        keeps a deleted and re-created namesake's Events out)."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        if uid:
+            selector += f",involvedObject.uid={uid}"
+        response = await self._call(
+            self.core.list_namespaced_event(
+                namespace, field_selector=selector, _preload_content=False
+            )
+        )
+        data = await read_json(response)
+        return list(data.get("items") or [])
+
     async def post_event(
         self, run: AgentRun, *, reason: str, message: str, type_: str = "Normal"
     ) -> None:
         """A core/v1 Event about the run (best effort: an Event is never worth failing for)."""
+        await self.post_event_about(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "AgentRun",
+                "name": run.metadata.name,
+                "uid": run.metadata.uid,
+            },
+            run.metadata.namespace or "default",
+            reason=reason,
+            message=message,
+            type_=type_,
+        )
+
+    async def post_event_about(
+        self,
+        involved: Obj,
+        namespace: str,
+        *,
+        reason: str,
+        message: str,
+        type_: str = "Warning",
+    ) -> None:
+        """A core/v1 Event about ``involved`` (apiVersion, kind, name, uid); best effort."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "name": f"{run.metadata.name}.{uuid.uuid4().hex[:12]}",
-                "namespace": run.metadata.namespace,
+                "name": f"{involved.get('name')}.{uuid.uuid4().hex[:12]}",
+                "namespace": namespace,
             },
             "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": "AgentRun",
-                "name": run.metadata.name,
-                "namespace": run.metadata.namespace,
-                "uid": run.metadata.uid,
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": involved.get("name"),
+                "namespace": namespace,
+                "uid": involved.get("uid"),
             },
             "reason": reason,
             "message": message[:1024],
@@ -255,7 +420,7 @@ class Kube:
             "reportingComponent": "agentrun-operator",
         }
         try:
-            await self._call(self.core.create_namespaced_event(run.metadata.namespace, body))
+            await self._call(self.core.create_namespaced_event(namespace, body))
         except KubeError as exc:
             log.debug("event not posted: %s", exc)
 
@@ -292,15 +457,9 @@ class Kube:
                 "metadata": owned_metadata(run, name, "transcript"),
                 "spec": spec,
             }
-            try:
-                await self._call(
-                    self.custom.create_namespaced_custom_object(
-                        GROUP, VERSION, namespace, TRANSCRIPT_PLURAL, body
-                    )
-                )
+            if await self._create_owned(namespace, TRANSCRIPT_PLURAL, TRANSCRIPT_KIND, body):
                 return
-            except AlreadyExists:
-                pass  # written just before a restart: replace it below
+            # else: this run's own chunk, written just before a restart: replace it below
         await self._call(
             self.custom.patch_namespaced_custom_object(
                 GROUP,
@@ -340,13 +499,7 @@ class Kube:
             "metadata": owned_metadata(run, name, "result"),
             "spec": spec,
         }
-        try:
-            await self._call(
-                self.custom.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, RESULT_PLURAL, body
-                )
-            )
-        except AlreadyExists:
+        if not await self._create_owned(namespace, RESULT_PLURAL, RESULT_KIND, body):
             await self._call(
                 self.custom.patch_namespaced_custom_object(
                     GROUP,
@@ -358,6 +511,60 @@ class Kube:
                     _content_type=MERGE_PATCH,
                 )
             )
+
+    async def get_result(self, namespace: str, run_name: str, run_uid: str | None) -> str | None:
+        """The stored result of this run (an AgentRunResult owned by ``run_uid``), else None."""
+        try:
+            obj: Obj = await self._call(
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, RESULT_PLURAL, names.result_name(run_name)
+                )
+            )
+        except NotFound:
+            return None
+        if run_uid is not None and owner_uid(obj) != run_uid:
+            return None
+        result = (obj.get("spec") or {}).get("result")
+        return result if isinstance(result, str) else None
+
+    async def _create_owned(self, namespace: str, plural: str, kind: str, body: Obj) -> bool:
+        """Create a custom object owned by a run: True if created, False if this run's own
+        copy already exists (the caller then updates it). Another owner's copy (an earlier run
+        of the same name) is deleted and the create retried."""
+        name = body["metadata"]["name"]
+        for _ in range(STALE_RETRY_ATTEMPTS):
+            try:
+                await self._call(
+                    self.custom.create_namespaced_custom_object(
+                        GROUP, VERSION, namespace, plural, body
+                    )
+                )
+                return True
+            except AlreadyExists:
+                try:
+                    existing: Obj = await self._call(
+                        self.custom.get_namespaced_custom_object(
+                            GROUP, VERSION, namespace, plural, name
+                        )
+                    )
+                except NotFound:
+                    continue
+                if not is_stale_copy(existing, body):
+                    return False
+                await self._replace_stale(namespace, kind, existing, body)
+        raise self._still_stale(namespace, kind, name)
+
+
+def _owner_ref(body: Obj) -> Obj:
+    """The controller ownerReference of an object we are about to create (the run)."""
+    refs = (body.get("metadata") or {}).get("ownerReferences") or [{}]
+    ref: Obj = next((r for r in refs if r.get("controller")), refs[0])
+    return ref
+
+
+def _owner_name(body: Obj) -> str | None:
+    name = _owner_ref(body).get("name")
+    return names.job_id_for_run_name(str(name)) if name else None
 
 
 class KubeChunkStore:

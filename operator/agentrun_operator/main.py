@@ -3,9 +3,16 @@
 Order at start-up: read the settings once; serve ``/livez`` (process alive) and ``/health``
 (the Kubernetes API answers) on ``health_port`` and Prometheus metrics on ``metrics_port``; wait
 for the leader Lease (if enabled); then run kopf with this package's handlers and the webhook
-delivery handlers (:mod:`agentrun_operator.webhook_handlers`). Losing the Lease stops kopf at
-once and exits with code 1, so Kubernetes restarts the replica as a fresh candidate: a replica
-never reconciles without the Lease.
+delivery handlers (:mod:`agentrun_operator.webhook_handlers`). A replica never reconciles
+without the Lease:
+
+- kopf starts only after :meth:`LeaderElector.acquire` *returned* (it retries every error and
+  never returns without the Lease; a crash in it exits non-zero, never reconciles);
+- losing the Lease first cancels every run task and webhook delivery (no new one starts), then
+  stops kopf, and exits with code 1, so Kubernetes restarts the replica as a fresh candidate.
+
+Every Kubernetes call of this process has a client-side timeout (settings ``kube_*``), and its
+User-Agent names the replica's identity, so each write can be traced to one replica.
 """
 
 from __future__ import annotations
@@ -21,13 +28,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from agentrun_kube.client import load_api_client
+from agentrun_kube.client import ClientTimeouts, load_api_client
 from aiohttp import web
 from prometheus_client import start_http_server
 
 from agentrun_operator import metrics
 from agentrun_operator.kube_io import Kube
-from agentrun_operator.leader import LeaderElector
+from agentrun_operator.leader import LeaderElector, default_identity
 from agentrun_operator.reconciler import RunContext
 from agentrun_operator.retention import retention_loop
 from agentrun_operator.settings import OperatorSettings, load_settings
@@ -103,7 +110,9 @@ async def operate(settings: OperatorSettings) -> int:
     """The whole operator process; returns the exit code."""
     if settings.kubeconfig:
         os.environ["KUBECONFIG"] = settings.kubeconfig  # kopf's login reads it
-    api = await load_api_client(settings.kubeconfig)
+    api = await load_api_client(settings.kubeconfig, timeouts=client_timeouts(settings))
+    identity = settings.leader_election.identity or default_identity()
+    api.user_agent = f"agentrun-operator/{identity}"
     kube = Kube(api)
     health = await start_health_server(settings, kube)
     if settings.metrics_port:
@@ -119,14 +128,11 @@ async def operate(settings: OperatorSettings) -> int:
     exit_code = 0
     try:
         if settings.leader_election.enabled:
-            elector = LeaderElector(api, settings.leader_election, settings.lease_namespace)
-            acquire = asyncio.create_task(elector.acquire())
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not acquire.done():
-                acquire.cancel()
-                return 0
-            stopping.cancel()
+            elector = LeaderElector(
+                api, settings.leader_election, settings.lease_namespace, identity
+            )
+            if not await wait_for_lease(elector, stop):
+                return 0 if stop.is_set() else 1
         metrics.LEADER.set(1)
         exit_code = await reconcile(settings, kube, elector, stop)
     finally:
@@ -138,6 +144,41 @@ async def operate(settings: OperatorSettings) -> int:
     return exit_code
 
 
+def client_timeouts(settings: OperatorSettings) -> ClientTimeouts:
+    return ClientTimeouts(
+        request_seconds=settings.kube_request_timeout_seconds,
+        connect_seconds=settings.kube_connect_timeout_seconds,
+        stream_read_seconds=settings.watch_server_timeout_seconds + 30.0,
+    )
+
+
+async def wait_for_lease(elector: LeaderElector, stop: asyncio.Event) -> bool:
+    """True only once ``elector.acquire()`` returned normally (this replica holds the Lease);
+    False when asked to stop first or when acquiring failed (logged): fail closed."""
+    acquire = asyncio.create_task(elector.acquire(), name="lease-acquire")
+    stopping = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not acquire.done():
+        acquire.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquire
+        return False
+    if acquire.cancelled():
+        return False
+    error = acquire.exception()
+    if error is not None:
+        log.error(
+            "leader election failed: not reconciling",
+            exc_info=error,
+            extra={"identity": elector.identity},
+        )
+        return False
+    return elector.leading
+
+
 async def reconcile(
     settings: OperatorSettings, kube: Kube, elector: LeaderElector | None, stop: asyncio.Event
 ) -> int:
@@ -145,7 +186,8 @@ async def reconcile(
     import agentrun_operator.handlers  # noqa: F401  (registers the kopf handlers)
     from agentrun_operator import webhook_handlers
 
-    webhook_handlers.configure(webhook_handlers.WebhookDeliverer(kube, settings))
+    deliverer = webhook_handlers.WebhookDeliverer(kube, settings)
+    webhook_handlers.configure(deliverer)
 
     ctx = RunContext(settings, kube)
     kopf_stop = asyncio.Event()
@@ -170,11 +212,16 @@ async def reconcile(
     await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
     exit_code = 0
     if hold is not None and hold.done():
-        log.error("leadership lost: stopping reconciliation and exiting")
+        log.error(
+            "leadership lost: stopping reconciliation and exiting",
+            extra={"identity": elector.identity if elector else None},
+        )
         exit_code = 1
+    # Stop acting first (run tasks, deliveries, retention: no new one starts), then kopf.
     retention.cancel()
-    kopf_stop.set()
     await ctx.stop()
+    await deliverer.stop()
+    kopf_stop.set()
     try:
         await asyncio.wait_for(kopf_task, 15)
     except (TimeoutError, asyncio.CancelledError):
