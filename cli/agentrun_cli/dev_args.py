@@ -30,3 +30,29 @@ def add_dev_arguments(p: argparse.ArgumentParser) -> None:
         default=".agentrun-dev",
         help="directory for the kubeconfig, pod scratch space and logs",
     )
+    p.add_argument(
+        "--faults",
+        default=None,
+        metavar="LIST",
+        help="make the emulated apiserver throw faults at random to the operator and the API: "
+        "comma-separated from log_cut, log_disconnect, drop, hang, throttle, server_error, "
+        "restart, compact, or all (the seed is printed)",
+    )
+    p.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.02,
+        help="with --faults: the fraction of requests that get a fault (default 0.02)",
+    )
+    p.add_argument(
+        "--fault-interval",
+        type=float,
+        default=20.0,
+        help="with --faults: mean seconds between apiserver restarts/compactions (default 20)",
+    )
+    p.add_argument(
+        "--fault-seed",
+        type=int,
+        default=None,
+        help="with --faults: replay the random choices of an earlier seed",
+    )

@@ -35,7 +35,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentrun_devcluster.apiserver import EmulatedAPIServer
+from agentrun_devcluster.apiserver.faults import SYSTEM_TOKEN, ChaosConfig
 from agentrun_devcluster.controllers import ClusterControllers
+from agentrun_devcluster.faults import chaos_config, parse_fault_list
 from agentrun_devcluster.jobcontroller import JobControllerSettings
 from agentrun_devcluster.kube_json import JsonKube
 from agentrun_devcluster.kubelet import KubeletSettings
@@ -155,6 +157,7 @@ class DevStack:
         self.stub: Any = None
         self.children: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
         self.stop_requested = asyncio.Event()
+        self.chaos = fault_config(args)
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -179,7 +182,11 @@ class DevStack:
         await self.server.start()
         await self.server.apply_crds_from_file(self.crd_file())
         self.server.write_kubeconfig(self.kubeconfig, namespace=self.namespace)
-        await self.controllers.start(self.kubeconfig)
+        # The fake kubelet and Job controller stand for the cluster: faults never hit them.
+        system_kubeconfig = self.server.write_kubeconfig(
+            self.state_dir / "system.kubeconfig", namespace=self.namespace, token=SYSTEM_TOKEN
+        )
+        await self.controllers.start(system_kubeconfig)
         api = await load_api_client(str(self.kubeconfig))
         try:
             kube = JsonKube(api)
@@ -192,6 +199,12 @@ class DevStack:
         self.say(creds_note)
         await self._wait_ready()
         self._banner()
+        if self.chaos is not None:
+            self.server.start_chaos(self.chaos)
+            self.say(
+                f"agentrun dev: FAULTS on ({self.chaos.describe()}); replay these random "
+                f"choices with --fault-seed {self.chaos.seed}"
+            )
 
     async def _ensure_namespace(self, kube: JsonKube) -> None:
         if await kube.get_or_none(f"/api/v1/namespaces/{self.namespace}") is None:
@@ -347,6 +360,19 @@ class DevStack:
             await self.server.stop()
 
 
+def fault_config(args: argparse.Namespace) -> ChaosConfig | None:
+    """The random apiserver faults asked for with ``--faults`` (None without)."""
+    names = getattr(args, "faults", None)
+    if not names:
+        return None
+    return chaos_config(
+        parse_fault_list(names),
+        seed=getattr(args, "fault_seed", None),
+        rate=getattr(args, "fault_rate", 0.02),
+        interval_seconds=getattr(args, "fault_interval", 20.0),
+    )
+
+
 class ChildFailed(RuntimeError):
     """The operator or API process could not start or died."""
 
@@ -370,6 +396,11 @@ def check_port_free(host: str, port: int) -> None:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    try:
+        fault_config(args)
+    except ValueError as exc:
+        print(f"agentrun dev: --faults: {exc}", file=sys.stderr, flush=True)
+        return 2
     stack = DevStack(args)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -17,17 +17,38 @@ Faults (a missing Secret needs none: it is real, see kubelet.py):
 
 Rules are evaluated when the kubelet reaches the matching step, so a rule added after a pod has
 started still applies to ``evict``/``oom_kill`` (checked while it runs), not to scheduling.
+
+The same endpoint switches the apiserver's own faults (apiserver/faults.py: ``log_cut``,
+``log_disconnect``, ``drop``, ``hang``, ``throttle``, ``server_error``, ``restart``,
+``compact``): ``POST /_emulator/faults`` with ``{"fault": "throttle", "rate": 0.5, "times": 3}``
+(any :class:`~agentrun_devcluster.apiserver.faults.APIFaultRule` field) adds a request fault;
+``{"fault": "restart", "down_seconds": 1}`` restarts the apiserver (202: it happens right after
+the answer); ``{"fault": "compact", "delete_jobs": {"label": "value"}}`` compacts (200, with the
+deleted Jobs); ``{"fault": "chaos", "faults": "all", "seed": 1, "rate": 0.02, ...}`` starts random
+mode (:class:`~agentrun_devcluster.apiserver.faults.ChaosConfig` fields). ``GET`` adds
+``api_rules``, ``chaos`` and ``fired`` (counts per fault); ``DELETE`` clears these too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import enum
 import json
+import random
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from agentrun_devcluster.apiserver.faults import (
+    ACTION_FAULTS,
+    APIFault,
+    APIFaultRule,
+    ChaosConfig,
+    parse_fault_list,
+)
 
 
 class Fault(enum.StrEnum):
@@ -60,6 +81,8 @@ class FaultInjector:
     def __init__(self) -> None:
         self._rules: list[FaultRule] = []
         self._lock = threading.Lock()
+        self._server: Any = None
+        self._actions: set[asyncio.Task[Any]] = set()
 
     def add(self, selector: dict[str, str], fault: Fault | str, after_seconds: float = 0.0) -> None:
         rule = FaultRule(dict(selector), Fault(fault), float(after_seconds))
@@ -86,16 +109,31 @@ class FaultInjector:
 
     def install_routes(self, server: Any) -> None:
         """Serve ``/_emulator/faults`` (GET, POST, DELETE) on an EmulatedAPIServer."""
+        self._server = server
         server.add_route("GET", "/_emulator/faults", self._http_list)
         server.add_route("POST", "/_emulator/faults", self._http_add)
         server.add_route("DELETE", "/_emulator/faults", self._http_clear)
 
+    def _listing(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"rules": [r.to_json() for r in self.rules()]}
+        if self._server is not None:
+            body.update(self._server.faults.to_json())
+        return body
+
     async def _http_list(self, request: web.Request) -> web.Response:
-        return web.json_response({"rules": [r.to_json() for r in self.rules()]})
+        return web.json_response(self._listing())
 
     async def _http_add(self, request: web.Request) -> web.Response:
         try:
             body = json.loads(await request.read())
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+        except ValueError as exc:
+            return web.json_response({"error": f"bad fault rule: {exc}"}, status=400)
+        name = body.get("fault")
+        if self._server is not None and (name == "chaos" or name in set(APIFault)):
+            return await self._http_add_api_fault(body)
+        try:
             selector = body["selector"]
             if not isinstance(selector, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in selector.items()
@@ -113,8 +151,77 @@ class FaultInjector:
                 status=400,
             )
         self.add(selector, fault, after)
-        return web.json_response({"rules": [r.to_json() for r in self.rules()]}, status=201)
+        return web.json_response(self._listing(), status=201)
+
+    async def _http_add_api_fault(self, body: dict[str, Any]) -> web.Response:
+        server = self._server
+        params = {k: v for k, v in body.items() if k != "fault"}
+        try:
+            if body["fault"] == "chaos":
+                config = chaos_config(
+                    parse_fault_list(str(params.pop("faults", "all"))),
+                    seed=params.pop("seed", None),
+                    **params,
+                )
+                server.start_chaos(config)
+                return web.json_response(self._listing(), status=201)
+            fault = APIFault(body["fault"])
+            if fault == APIFault.RESTART:
+                down = float(params.get("down_seconds", 1.0))
+                # After this answer is sent: a restart drops this connection too.
+                task = asyncio.create_task(_after(0.05, server.restart(down)))
+                self._actions.add(task)
+                task.add_done_callback(self._actions.discard)
+                return web.json_response({"restarting": True, "down_seconds": down}, status=202)
+            if fault == APIFault.COMPACT:
+                selector = params.get("delete_jobs")
+                if selector is not None and not (
+                    isinstance(selector, dict)
+                    and all(isinstance(k, str) and isinstance(v, str) for k, v in selector.items())
+                ):
+                    raise ValueError("delete_jobs must be an object of string labels")
+                deleted = await server.compact(selector)
+                return web.json_response({"deleted_jobs": deleted})
+            rule_fields = {f.name for f in dataclasses.fields(APIFaultRule)} - {"fault", "fired"}
+            unknown = set(params) - rule_fields
+            if unknown:
+                raise ValueError(
+                    f"unknown field(s) {sorted(unknown)}; known: {sorted(rule_fields)}"
+                )
+            server.faults.add(fault, **params)
+        except (ValueError, TypeError, KeyError) as exc:
+            return web.json_response({"error": f"bad fault: {exc}"}, status=400)
+        return web.json_response(self._listing(), status=201)
 
     async def _http_clear(self, request: web.Request) -> web.Response:
         self.clear()
-        return web.json_response({"rules": []})
+        if self._server is not None:
+            self._server.faults.clear()
+            self._server.stop_chaos()
+        return web.json_response(self._listing())
+
+
+async def _after(delay: float, action: Any) -> None:
+    await asyncio.sleep(delay)
+    await action
+
+
+def chaos_config(
+    faults: frozenset[APIFault], seed: int | None = None, **params: Any
+) -> ChaosConfig:
+    """A :class:`ChaosConfig`; a random seed when none is given (print ``config.seed``)."""
+    if seed is None:
+        seed = random.SystemRandom().randrange(1 << 31)
+    return ChaosConfig(faults=faults, seed=int(seed), **params)
+
+
+__all__ = [
+    "ACTION_FAULTS",
+    "APIFault",
+    "ChaosConfig",
+    "Fault",
+    "FaultInjector",
+    "FaultRule",
+    "chaos_config",
+    "parse_fault_list",
+]

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from agentrun_devcluster.apiserver.faults import SYSTEM_TOKEN
 from agentrun_devcluster.controllers import ClusterControllers
 from agentrun_devcluster.faults import FaultInjector
 from agentrun_devcluster.jobcontroller import JobControllerSettings
@@ -88,7 +89,11 @@ class ControlledCluster(ClusterThread):
         self.controllers.install(self.server)
         super().start()
         try:
-            self.call(self.controllers.start(self.kubeconfig))
+            # The fake kubelet and Job controller stand for the cluster: faults never hit them.
+            system_kubeconfig = self.server.write_kubeconfig(
+                self.kubeconfig.parent / "system.kubeconfig", token=SYSTEM_TOKEN
+            )
+            self.call(self.controllers.start(system_kubeconfig))
         except BaseException:
             super().stop()
             raise
@@ -416,11 +421,14 @@ class DevSystem:
 
 
 class SyncKube:
-    """Blocking JSON calls to the emulated apiserver, for test code in pytest's thread."""
+    """Blocking JSON calls to the emulated apiserver, for test code in pytest's thread.
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    ``token=SYSTEM_TOKEN`` (apiserver/faults.py): the apiserver's faults never hit this client
+    (a checker that must see the truth while the system under test gets the faults)."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0, token: str = "test") -> None:
         self.http = httpx.Client(
-            base_url=base_url, timeout=timeout, headers={"Authorization": "Bearer test"}
+            base_url=base_url, timeout=timeout, headers={"Authorization": f"Bearer {token}"}
         )
 
     def close(self) -> None:

@@ -549,6 +549,17 @@ class ClusterState:
         coll.watchers.add(watcher)
         return watcher, initial
 
+    def compact_history(self) -> None:
+        """Forget every retained watch event, as etcd compaction (or a restarted apiserver's
+        fresh watch cache) does: a watch from any resourceVersion issued so far gets 410 Gone;
+        a list's resourceVersion from now on is watchable. The resourceVersion skips one
+        (real ones have gaps: they are shared by every resource type)."""
+        self.rv += 1
+        for coll in self.collections.values():
+            coll.events.clear()
+            coll.event_bytes = 0
+            coll.expired_rv = self.rv
+
     def close_watch(self, rt: ResourceType, watcher: Watcher) -> None:
         self.collection(rt).watchers.discard(watcher)
 
