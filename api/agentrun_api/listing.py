@@ -6,7 +6,7 @@ cache: newest first, ties broken by name so pages never overlap or skip.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agentrun_contract.resource import Phase
@@ -69,10 +69,15 @@ class Page:
 
 
 def select_page(
-    records: Iterable[RunRecord], query: ListQuery, *, newest_first: bool = False
+    records: Iterable[RunRecord],
+    query: ListQuery,
+    *,
+    newest_first: bool = False,
+    visible: Callable[[RunRecord], bool] | None = None,
 ) -> Page:
     """The runs matching the filters (effective status: a cancel-requested run is cancelled),
-    newest first, cut to the page. Runs being deleted are left out.
+    newest first, cut to the page. Runs being deleted, and runs ``visible`` refuses (outside
+    the caller's scope), are left out of the page and of ``total``.
 
     ``newest_first=True`` says ``records`` already come in that order (the run cache keeps
     them sorted), which saves the sort: one pass, no copy of the non-matching runs.
@@ -90,6 +95,8 @@ def select_page(
         if status is not None and r.effective_phase is not status:
             continue
         if session is not None and r.session_id != session:
+            continue
+        if visible is not None and not visible(r):
             continue
         if start <= total < end:
             page.append(r)

@@ -8,9 +8,11 @@ accepting, gives open requests ``shutdown_grace_seconds``, and runs the lifespan
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
+import socket
 import sys
 from types import FrameType
 from typing import Any
@@ -67,6 +69,14 @@ class _APIServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Everything built at start-up (the app, the Kubernetes client's models, the run
+        # cache's first list) lives as long as the process: move it out of the cyclic GC's
+        # reach. Otherwise each full collection walks it all, and a burst of connections
+        # (many short-lived objects) triggers several, each stalling every stream.
+        gc.freeze()
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._shutting_down.set)
@@ -88,7 +98,9 @@ def build_server(settings: APISettings) -> _APIServer:
         lifespan="on",
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        # Proxy headers are read by the app, trusted only from settings.trusted_proxy_cidrs
+        # (agentrun_api.proxy_headers); uvicorn's own would trust 127.0.0.1 regardless.
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     if settings.metrics_port:

@@ -72,6 +72,8 @@ class RunRecord:
     progress_percentage: float | None
     progress_step: str | None
     deleting: bool = False
+    submitter: str | None = None
+    """The ``agentrun.dev/submitter`` label (a hash of the submitting token's name), if any."""
     created_ts: float = 0.0
     """``created_at`` as a unix timestamp (0 if unknown), precomputed for ordering."""
 
@@ -116,6 +118,8 @@ def record_from_object(obj: dict[str, Any]) -> RunRecord:
     step = progress.get("currentStep")
     message = status.get("message")
     created_at = parse_timestamp(metadata.get("creationTimestamp"))
+    labels = metadata.get("labels")
+    submitter = labels.get(names.LABEL_SUBMITTER) if isinstance(labels, dict) else None
     return RunRecord(
         name=str(metadata.get("name", "")),
         uid=str(metadata.get("uid", "")),
@@ -132,5 +136,6 @@ def record_from_object(obj: dict[str, Any]) -> RunRecord:
         progress_percentage=_float(progress.get("percentage")),
         progress_step=step if isinstance(step, str) else None,
         deleting=metadata.get("deletionTimestamp") is not None,
+        submitter=submitter if isinstance(submitter, str) else None,
         created_ts=created_at.timestamp() if created_at else 0.0,
     )

@@ -6,6 +6,12 @@ resumes from the last resourceVersion, re-lists on 410 Gone and backs off on err
 
 Read-your-writes: the API upserts what its own writes return, and a miss falls back to a direct
 GET (in the routes), so a run just created is visible at once even before its watch event.
+
+Staleness: every list page and every watch read (events, bookmarks, a watch opened or ended by
+the server after ``watch_timeout_seconds``) is contact. A watch silent for ``stale_seconds``
+(more than the server's watch timeout: a half-open connection) is dropped and the cache
+re-lists; every list page and watch opening is bounded by the same time. While no contact is
+newer than ``stale_seconds``, :meth:`RunCache.stale_for` says so and ``/health`` answers 503.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from agentrun_contract.resource import Phase
 from agentrun_kube.errors import Gone, KubeError
@@ -30,6 +36,11 @@ log = logging.getLogger("agentrun.api.cache")
 
 LIST_PAGE_SIZE = 500
 MAX_BACKOFF_SECONDS = 30.0
+T = TypeVar("T")
+
+
+class WatchStalled(Exception):
+    """The run cache's watch (or list) heard nothing for ``stale_seconds``."""
 
 
 def _rv_newer(candidate: str, current: str) -> bool:
@@ -48,12 +59,15 @@ class RunCache:
         self,
         repository: RunsRepository,
         *,
-        watch_timeout_seconds: int = 300,
+        watch_timeout_seconds: int = 60,
         retry_seconds: float = 1.0,
+        stale_seconds: float = 90.0,
     ) -> None:
         self._repository = repository
         self._watch_timeout = watch_timeout_seconds
         self._retry = retry_seconds
+        self._stale = stale_seconds
+        self._started = time.monotonic()
         self._records: dict[str, RunRecord] = {}
         self._order: list[tuple[float, str]] = []
         """Every held run's sort key, oldest first (creation time never changes, so a run's
@@ -64,6 +78,24 @@ class RunCache:
         self.last_contact: float | None = None
         """time.monotonic() of the last successful list or watch read."""
         self.relists = 0
+        self.stalls = 0
+        """Watches (or lists) dropped because they stayed silent for ``stale_seconds``."""
+
+    # ---- staleness --------------------------------------------------------------------------
+
+    def stale_for(self, now: float | None = None) -> float | None:
+        """Seconds since the last contact when that is more than ``stale_seconds`` (counting
+        from start-up before the first list), else None (current)."""
+        now = time.monotonic() if now is None else now
+        since = now - (self.last_contact if self.last_contact is not None else self._started)
+        return since if since > self._stale else None
+
+    async def _bounded(self, call: Awaitable[T], what: str) -> T:
+        try:
+            return await asyncio.wait_for(call, self._stale)
+        except TimeoutError:
+            self.stalls += 1
+            raise WatchStalled(f"{what}: nothing heard for {self._stale:g} s") from None
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -149,7 +181,9 @@ class RunCache:
         cont: str | None = None
         resource_version = ""
         while True:
-            page = await self._repository.list_page(limit=LIST_PAGE_SIZE, cont=cont)
+            page = await self._bounded(
+                self._repository.list_page(limit=LIST_PAGE_SIZE, cont=cont), "list"
+            )
             objects.extend(page.get("items") or [])
             meta = page.get("metadata") or {}
             resource_version = resource_version or str(meta.get("resourceVersion", ""))
@@ -181,12 +215,18 @@ class RunCache:
             self._resource_version = rv
 
     async def _watch_once(self) -> None:
-        response = await self._repository.watch_response(
-            self._resource_version, self._watch_timeout
+        response = await self._bounded(
+            self._repository.watch_response(self._resource_version, self._watch_timeout),
+            "watch opening",
         )
+        self.last_contact = time.monotonic()
         try:
             buffer = b""
-            async for chunk in response.content.iter_any():
+            while True:
+                # A read timeout, not only the server's: a half-open connection never ends.
+                chunk = await self._bounded(response.content.readany(), "watch")
+                if not chunk:
+                    break  # the server ended the watch (its timeout): re-open from here
                 self.last_contact = time.monotonic()
                 buffer += chunk
                 while b"\n" in buffer:
@@ -195,6 +235,9 @@ class RunCache:
                         self._apply_event(json.loads(line))
             if buffer.strip():
                 self._apply_event(json.loads(buffer))
+        except WatchStalled:
+            response.close()  # never hand a half-open connection back to the pool
+            raise
         finally:
             response.release()
 
@@ -213,6 +256,14 @@ class RunCache:
                 raise
             except Gone:
                 log.info("run cache watch expired; re-listing")
+                need_list = True
+            except WatchStalled as exc:
+                # Half-open (or a hung apiserver): the connection is dropped; re-list at once
+                # (the silence already lasted stale_seconds).
+                log.warning(
+                    "run cache watch stalled; re-listing",
+                    extra={"error": str(exc), "stale_seconds": self._stale},
+                )
                 need_list = True
             except Exception as exc:  # any failure: back off, then re-list to be safe
                 log.warning("run cache error; retrying", extra={"error": repr(exc)})

@@ -14,7 +14,7 @@ operation failed"; agentrun_kube maps it to Conflict): re-read and decide again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
@@ -73,9 +73,15 @@ class AlreadyFinished(Exception):
 
 
 def build_agentrun(
-    name: str, request: SubmitRequest, fingerprint: str, submitted_by: str
+    name: str,
+    request: SubmitRequest,
+    fingerprint: str,
+    submitted_by: str,
+    *,
+    submitter_label: str | None = None,
 ) -> dict[str, Any]:
-    """The AgentRun object to create for a validated request."""
+    """The AgentRun object to create for a validated request. ``submitter_label`` (with auth
+    on) scopes the run to its token (label ``agentrun.dev/submitter``)."""
     spec = AgentRunSpec(
         prompt=request.prompt,
         agent_file=request.agent_file,
@@ -88,6 +94,8 @@ def build_agentrun(
     labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
     if request.session_id is not None:
         labels[names.LABEL_SESSION] = names.session_label_value(request.session_id)
+    if submitter_label is not None:
+        labels[names.LABEL_SUBMITTER] = submitter_label
     annotations = {
         names.ANNOTATION_FINGERPRINT: fingerprint,
         names.ANNOTATION_SUBMITTED_BY: submitted_by,
@@ -103,7 +111,11 @@ def build_agentrun(
 
 
 def cancel_patch(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    """The atomic JSON patch that requests cancel of ``obj`` as read (see module docstring)."""
+    """The atomic JSON patch that requests cancel of ``obj`` as read (see module docstring).
+
+    It also tests ``/metadata/uid``: a run deleted and re-created under the same name since the
+    read (another incarnation, maybe another token's) is never cancelled by mistake.
+    """
     status = obj.get("status") or {}
     phase = status.get("phase")
     if phase:
@@ -114,7 +126,8 @@ def cancel_patch(obj: dict[str, Any]) -> list[dict[str, Any]]:
             "path": "/metadata/resourceVersion",
             "value": obj["metadata"]["resourceVersion"],
         }
-    return [guard, {"op": "add", "path": "/spec/cancelRequested", "value": True}]
+    same_run = {"op": "test", "path": "/metadata/uid", "value": obj["metadata"]["uid"]}
+    return [same_run, guard, {"op": "add", "path": "/spec/cancelRequested", "value": True}]
 
 
 class RunsRepository:
@@ -138,15 +151,20 @@ class RunsRepository:
         )
         return obj
 
-    async def cancel(self, name: str) -> dict[str, Any]:
+    async def cancel(
+        self, name: str, visible: Callable[[RunRecord], bool] | None = None
+    ) -> dict[str, Any]:
         """Set spec.cancelRequested while the run is not terminal; returns the patched object.
 
-        Raises NotFound, or AlreadyFinished (the caller answers 409). A cancel of a run already
-        cancel-requested is a no-op that succeeds (idempotent).
+        Raises NotFound (also when ``visible`` refuses the run as read), or AlreadyFinished (the
+        caller answers 409). A cancel of a run already cancel-requested is a no-op that
+        succeeds (idempotent).
         """
         for _ in range(CANCEL_ATTEMPTS):
             obj = await self.get(name)
             record = record_from_object(obj)
+            if visible is not None and not visible(record):
+                raise NotFound(404, "NotFound", f"run {name} is not visible to the caller")
             if record.stored_phase.is_terminal:
                 raise AlreadyFinished(record)
             if record.cancel_requested:
@@ -170,9 +188,11 @@ class RunsRepository:
             return patched
         raise Conflict(409, "Conflict", f"run {name} kept changing while being cancelled")
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, uid: str | None = None) -> None:
         """Delete the run; its Job, pod, input, transcript and result go with it (owner refs,
-        background cascade). Raises NotFound."""
+        background cascade). Raises NotFound; with ``uid``, Conflict when the run under that
+        name is another incarnation (a delete precondition)."""
+        preconditions = client.V1Preconditions(uid=uid) if uid else None
         await kube_call(
             self._api.delete_namespaced_custom_object(
                 GROUP,
@@ -180,7 +200,9 @@ class RunsRepository:
                 self.namespace,
                 PLURAL,
                 name,
-                body=client.V1DeleteOptions(propagation_policy="Background"),
+                body=client.V1DeleteOptions(
+                    propagation_policy="Background", preconditions=preconditions
+                ),
             )
         )
 

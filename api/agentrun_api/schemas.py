@@ -95,6 +95,11 @@ class HealthView(BaseModel):
     kubernetes: Literal["reachable", "unreachable"]
     namespace: str
     cache_synced: bool
+    cache_stale: bool = Field(
+        default=False,
+        description="True when the run cache heard nothing from the Kubernetes API for longer "
+        "than cache_stale_seconds (then 503 while it re-lists).",
+    )
     detail: str | None = None
 
 

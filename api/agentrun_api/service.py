@@ -4,8 +4,12 @@ Routes (app.py) stay a few lines: they read the request and call one method here
 is a :class:`SubmissionError` (status code + a sentence a person can act on).
 
 Idempotency keys live exactly as long as their run: the key is the AgentRun's name (derived from
-namespace + key), so once the run is deleted (DELETE, or retention cleanup) the same key makes a
-new run. Replays compare the stored fingerprint annotation, never the body's bytes.
+namespace + key, and the submitting token's name with auth on: each token has its own key space),
+so once the run is deleted (DELETE, or retention cleanup) the same key makes a new run. Replays
+compare the stored fingerprint annotation, never the body's bytes.
+
+Scoping (auth on): every method takes the :class:`Caller`; a run the caller may not see is
+answered exactly as a missing one (404), never 403.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ from typing import Any
 
 from agentrun_contract import names
 from agentrun_contract.resource import Phase
-from agentrun_kube.errors import AlreadyExists, NotFound
+from agentrun_kube.errors import AlreadyExists, Conflict, NotFound
 from agentrun_webhooks.policy import Resolver, WebhookURLRefused, check_webhook_url
 
-from agentrun_api.auth import Authenticator
+from agentrun_api.auth import ANONYMOUS, Authenticator, Caller
 from agentrun_api.fingerprint import request_fingerprint
 from agentrun_api.listing import parse_list_query, select_page
 from agentrun_api.metrics import APIMetrics
@@ -97,11 +101,12 @@ class RunService:
         return (self.settings.public_base_url or request_base_url).rstrip("/")
 
     def view(self, record: RunRecord, base_url: str) -> RunStatusView:
-        links = run_links(base_url, record.job_id, self.auth.read_token_for(record.job_id))
+        links = run_links(base_url, record.job_id, self.auth.read_token_for(record))
         return status_view(record, links, self.cache.queue_position(record.name))
 
-    async def _record(self, job_id: str) -> RunRecord:
-        """The run, from the cache, else (read-your-writes) from a direct GET."""
+    async def find(self, job_id: str) -> RunRecord | None:
+        """The run, from the cache, else (read-your-writes) from a direct GET; None if there is
+        none (or it is being deleted)."""
         name = names.run_name_for_job_id(job_id)
         record = self.cache.get(name)
         if record is not None and not record.deleting:
@@ -109,9 +114,14 @@ class RunService:
         try:
             obj = await self.repository.get(name)
         except NotFound:
-            raise not_found(job_id) from None
+            return None
         record = record_from_object(obj)
-        if record.deleting:
+        return None if record.deleting else record
+
+    async def visible_record(self, job_id: str, caller: Caller) -> RunRecord:
+        """The run if ``caller`` may see it; else the 404 of a missing run."""
+        record = await self.find(job_id)
+        if record is None or not caller.may_see(record):
             raise not_found(job_id)
         return record
 
@@ -137,14 +147,21 @@ class RunService:
         return request
 
     async def _replay(
-        self, name: str, fingerprint: str, request: SubmitRequest, base_url: str
+        self, name: str, fingerprint: str, request: SubmitRequest, base_url: str, caller: Caller
     ) -> Submitted | None:
-        """The replay answer for an existing run, 409 for a different request, None if gone."""
+        """The replay answer for an existing run, 409 for a different request (or a run the
+        caller may not see: never reveal it), None if gone."""
         try:
             obj = await self.repository.get(name)
         except NotFound:
             return None
         metadata = obj.get("metadata") or {}
+        if not caller.may_see(record_from_object(obj)):
+            raise SubmissionError(
+                409,
+                f"Idempotency-Key {request.idempotency_key!r} is taken by a run you cannot see; "
+                "use a new key.",
+            )
         if metadata.get("deletionTimestamp"):
             raise SubmissionError(
                 409,
@@ -175,16 +192,19 @@ class RunService:
         return limit > 0 and self.cache.queued_count() >= limit
 
     async def submit(
-        self, body: bytes, header_key: str | None, submitted_by: str, request_base_url: str
+        self, body: bytes, header_key: str | None, caller: Caller, request_base_url: str
     ) -> Submitted:
         request = await self.parse(body, header_key)
         fingerprint = request_fingerprint(request)
         base_url = self.base_url(request_base_url)
-        name = names.run_name_for_key(self.settings.namespace, request.idempotency_key)
+        submitted_by = caller.token_name or ANONYMOUS
+        key_scope = submitted_by if self.auth.scoped else None
+        submitter_label = caller.submitter_label if self.auth.scoped else None
+        name = names.run_name_for_key(self.settings.namespace, request.idempotency_key, key_scope)
         if self._admission_full():
             # A replay of an existing key is answered even when admission is full.
             if request.idempotency_key is not None:
-                replay = await self._replay(name, fingerprint, request, base_url)
+                replay = await self._replay(name, fingerprint, request, base_url, caller)
                 if replay is not None:
                     return replay
             wait = self.settings.backpressure_retry_after_seconds
@@ -195,7 +215,9 @@ class RunService:
                 retry_after=wait,
             )
         for _ in range(CREATE_ATTEMPTS):
-            body_obj = build_agentrun(name, request, fingerprint, submitted_by)
+            body_obj = build_agentrun(
+                name, request, fingerprint, submitted_by, submitter_label=submitter_label
+            )
             try:
                 created: dict[str, Any] = await self.repository.create(body_obj)
             except AlreadyExists:
@@ -203,7 +225,7 @@ class RunService:
                     # a random name collided (never in practice): draw another
                     name = names.run_name_for_key(self.settings.namespace, None)
                     continue
-                replay = await self._replay(name, fingerprint, request, base_url)
+                replay = await self._replay(name, fingerprint, request, base_url, caller)
                 if replay is not None:
                     return replay
                 continue  # deleted between the create and the read: create again
@@ -213,7 +235,7 @@ class RunService:
                 "run created",
                 extra={"run": record.name, "submitted_by": submitted_by},
             )
-            links = run_links(base_url, record.job_id, self.auth.read_token_for(record.job_id))
+            links = run_links(base_url, record.job_id, self.auth.read_token_for(record))
             return Submitted(
                 replayed=False,
                 accepted=accepted_view(record, links),
@@ -227,8 +249,9 @@ class RunService:
 
     # ---- reads -----------------------------------------------------------------------------
 
-    async def status(self, job_id: str, request_base_url: str) -> RunStatusView:
-        return self.view(await self._record(job_id), self.base_url(request_base_url))
+    async def status(self, job_id: str, caller: Caller, request_base_url: str) -> RunStatusView:
+        record = await self.visible_record(job_id, caller)
+        return self.view(record, self.base_url(request_base_url))
 
     def list(
         self,
@@ -236,10 +259,16 @@ class RunService:
         session_id: str | None,
         page: int | None,
         page_size: int | None,
+        caller: Caller,
         request_base_url: str,
     ) -> RunListView:
         query = parse_list_query(status, session_id, page, page_size)
-        chosen = select_page(self.cache.newest_first(), query, newest_first=True)
+        chosen = select_page(
+            self.cache.newest_first(),
+            query,
+            newest_first=True,
+            visible=None if caller.sees_all else caller.may_see,
+        )
         base_url = self.base_url(request_base_url)
         return RunListView(
             jobs=[self.view(r, base_url) for r in chosen.records],
@@ -248,7 +277,7 @@ class RunService:
             page_size=query.page_size,
         )
 
-    async def result(self, job_id: str) -> RunResultView:
+    async def result(self, job_id: str, caller: Caller) -> RunResultView:
         # The result is read fresh: the cache may trail the operator's final write.
         name = names.run_name_for_job_id(job_id)
         try:
@@ -256,6 +285,8 @@ class RunService:
         except NotFound:
             raise not_found(job_id) from None
         record = record_from_object(obj)
+        if record.deleting or not caller.may_see(record):
+            raise not_found(job_id)
         if not record.is_finished:
             raise SubmissionError(
                 409,
@@ -271,10 +302,12 @@ class RunService:
 
     # ---- writes ----------------------------------------------------------------------------
 
-    async def cancel(self, job_id: str, request_base_url: str) -> RunStatusView:
+    async def cancel(self, job_id: str, caller: Caller, request_base_url: str) -> RunStatusView:
         name = names.run_name_for_job_id(job_id)
         try:
-            obj = await self.repository.cancel(name)
+            obj = await self.repository.cancel(
+                name, visible=None if caller.sees_all else caller.may_see
+            )
         except NotFound:
             raise not_found(job_id) from None
         except AlreadyFinished as exc:
@@ -287,13 +320,15 @@ class RunService:
         log.info("run cancel requested", extra={"run": name})
         return self.view(record, self.base_url(request_base_url))
 
-    async def delete(self, job_id: str) -> None:
+    async def delete(self, job_id: str, caller: Caller) -> None:
         name = names.run_name_for_job_id(job_id)
         try:
             obj = await self.repository.get(name)
         except NotFound:
             raise not_found(job_id) from None
         record = record_from_object(obj)
+        if not caller.may_see(record):
+            raise not_found(job_id)
         if not record.is_finished:
             raise SubmissionError(
                 409,
@@ -301,8 +336,9 @@ class RunService:
                 f"(POST /api/v1/runs/{job_id}/cancel), then delete it.",
             )
         try:
-            await self.repository.delete(name)
-        except NotFound:
+            # The uid precondition: never delete another incarnation re-created since the read.
+            await self.repository.delete(name, uid=record.uid)
+        except (NotFound, Conflict):
             raise not_found(job_id) from None
         self.cache.remove(name, record.uid)
         log.info("run deleted", extra={"run": name})

@@ -7,13 +7,11 @@ Helm values use the camelCase of the same names.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from pathlib import Path
 
 from agentrun_contract import limits
 from agentrun_webhooks.policy import WebhookPolicySettings
-from pydantic import Field, SecretStr
+from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentrun_api.streaming.settings import StreamSettings
@@ -59,8 +57,35 @@ class APISettings(BaseSettings):
     )
     read_token_key: SecretStr | None = Field(
         default=None,
-        description="HMAC key that signs the run-scoped read tokens in poll_url/stream_url. "
-        "Unset: derived from the configured tokens, so replicas with the same Secret agree.",
+        description="HMAC key that signs the run-scoped read tokens in poll_url/stream_url (at "
+        "least 32 characters; the same on every replica). A `signing-key` file in "
+        "read_token_keys_dir wins. Unset with auth on: a random key per process (read tokens "
+        "then work on that replica only, until it restarts).",
+    )
+    read_token_verify_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Further keys read tokens are accepted under, never used to sign: during a "
+        "rotation, the previous key (until its tokens expire) and the next one (until every "
+        "replica signs with it).",
+    )
+    read_token_keys_dir: Path | None = Field(
+        default=None,
+        description="A directory (a mounted Secret) of read-token keys: the file `signing-key` "
+        "signs, every other file is a verification key (see read_token_verify_keys). Read at "
+        "start-up.",
+    )
+    admin_tokens: list[str] = Field(
+        default_factory=list,
+        description="Names of the API tokens that see (and may cancel and delete) every run of "
+        "the namespace. Every other token sees only the runs it submitted; runs without a "
+        "submitter label (kubectl-made, or from before scoping) are visible to admins only.",
+    )
+    trusted_proxy_cidrs: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Peers (CIDRs) whose Forwarded / X-Forwarded-Proto / -Host / -Port / -For "
+        "headers are believed, so poll_url, stream_url and Location use the URL the client "
+        "called (e.g. the ingress controller's pod range). Empty: no proxy header is trusted. "
+        "public_base_url, when set, wins.",
     )
     read_token_ttl_seconds: int = Field(
         default=900, ge=1, description="Lifetime of a signed read token, in seconds."
@@ -73,10 +98,11 @@ class APISettings(BaseSettings):
         "JSON escaping.",
     )
     max_queued_runs: int = Field(
-        default=0,
+        default=10_000,
         ge=0,
         description="Backpressure: when this many runs are queued in the namespace, POST /runs "
-        "answers 503 with Retry-After. 0 turns it off.",
+        "answers 503 with Retry-After (a replay of an existing Idempotency-Key is still "
+        "answered). 0 turns it off.",
     )
     backpressure_retry_after_seconds: int = Field(
         default=10, ge=1, description="Retry-After sent with the backpressure 503."
@@ -108,9 +134,18 @@ class APISettings(BaseSettings):
         default=2.0, gt=0, description="Timeout of the /health probe of the Kubernetes API."
     )
     cache_watch_timeout_seconds: int = Field(
-        default=300,
+        default=60,
         ge=1,
-        description="Server-side timeout of one watch of the run cache; it then re-opens.",
+        description="Server-side timeout of one watch of the run cache; it then re-opens from "
+        "where it was (no re-list). Bounds how long a healthy watch stays silent.",
+    )
+    cache_stale_seconds: float = Field(
+        default=90.0,
+        gt=0,
+        description="The run cache is stale when nothing was heard from the Kubernetes API for "
+        "this long: a watch that stays silent this long (a half-open connection) is dropped and "
+        "the cache re-lists, and /health answers 503 until it is current again. Must exceed "
+        "cache_watch_timeout_seconds.",
     )
     cache_retry_seconds: float = Field(
         default=1.0,
@@ -137,6 +172,16 @@ class APISettings(BaseSettings):
         default_factory=StreamSettings, description="The SSE stream's settings."
     )
 
+    @model_validator(mode="after")
+    def _check(self) -> APISettings:
+        if self.cache_stale_seconds <= self.cache_watch_timeout_seconds:
+            raise ValueError(
+                f"cache_stale_seconds ({self.cache_stale_seconds}) must exceed "
+                f"cache_watch_timeout_seconds ({self.cache_watch_timeout_seconds}): a healthy "
+                "watch may stay silent until the server ends it."
+            )
+        return self
+
     def all_tokens(self) -> dict[str, str]:
         """Token name -> token, from ``tokens_dir`` and ``tokens`` (env wins on a name clash).
 
@@ -157,13 +202,43 @@ class APISettings(BaseSettings):
                 found[name] = value
         return found
 
-    def signing_key(self) -> bytes:
-        """The read-token HMAC key: configured, else derived from every token (sorted), so all
-        replicas mounting the same Secret derive the same key."""
-        if self.read_token_key is not None:
-            return self.read_token_key.get_secret_value().encode()
-        material = "\x00".join(f"{n}={t}" for n, t in sorted(self.all_tokens().items()))
-        return hmac.new(b"agentrun-read-token", material.encode(), hashlib.sha256).digest()
+    def read_token_keys(self) -> tuple[bytes | None, tuple[bytes, ...]]:
+        """(signing key, verification keys) from read_token_keys_dir, read_token_key and
+        read_token_verify_keys; the signing key, when there is one, is first among the
+        verification keys. Never derived from the API tokens: adding a token changes nothing.
+
+        Raises ValueError for a key shorter than 32 characters (a person must fix it).
+        """
+        signing: str | None = None
+        verify: list[str] = []
+        if self.read_token_keys_dir is not None and self.read_token_keys_dir.is_dir():
+            for path in sorted(self.read_token_keys_dir.iterdir()):
+                if path.name.startswith(".") or not path.is_file():
+                    continue  # Secret mounts' ..data symlinks
+                value = path.read_text(encoding="utf-8").strip()
+                if not value:
+                    continue
+                if path.name == READ_TOKEN_SIGNING_FILE:
+                    signing = value
+                else:
+                    verify.append(value)
+        if signing is None and self.read_token_key is not None:
+            signing = self.read_token_key.get_secret_value().strip() or None
+        verify.extend(k.get_secret_value().strip() for k in self.read_token_verify_keys)
+        keys = [k for k in ([signing] if signing else []) + verify if k]
+        for key in keys:
+            if len(key) < READ_TOKEN_KEY_MIN_CHARS:
+                raise ValueError(
+                    f"A read-token key is shorter than {READ_TOKEN_KEY_MIN_CHARS} characters; "
+                    "generate one with `openssl rand -hex 32`."
+                )
+        unique = tuple(dict.fromkeys(k.encode() for k in keys))
+        return (signing.encode() if signing else None), unique
+
+
+READ_TOKEN_SIGNING_FILE = "signing-key"
+"""The file of read_token_keys_dir (the key of the Secret) holding the signing key."""
+READ_TOKEN_KEY_MIN_CHARS = 32
 
 
 def load_settings() -> APISettings:

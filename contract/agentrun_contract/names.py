@@ -27,6 +27,10 @@ LABEL_RUN: Final = f"{DOMAIN}/run"
 """On every object owned by a run (Job, pod, Secret, transcript chunks, result): the run's name."""
 LABEL_SESSION: Final = f"{DOMAIN}/session"
 """On AgentRuns: :func:`session_label_value` of ``spec.sessionId``."""
+LABEL_SUBMITTER: Final = f"{DOMAIN}/submitter"
+"""On AgentRuns made through the API with auth on: :func:`submitter_label_value` of the
+submitting token's name. The API shows a run only to that token and to the admin tokens; a run
+without it (kubectl-made, or submitted with auth off) is visible to admin tokens only."""
 LABEL_PHASE: Final = f"{DOMAIN}/phase"
 """On AgentRuns: the phase, lowercase (written by the operator, as it owns the phase)."""
 LABEL_COMPONENT: Final = f"{DOMAIN}/component"
@@ -63,9 +67,11 @@ def _b32(data: bytes) -> str:
     return base64.b32encode(data).decode("ascii").lower().rstrip("=")
 
 
-def suffix_from_key(namespace: str, key: str) -> str:
-    """Deterministic suffix for an Idempotency-Key, scoped to the namespace."""
-    digest = hashlib.sha256(f"{namespace}\x00{key}".encode()).digest()
+def suffix_from_key(namespace: str, key: str, scope: str | None = None) -> str:
+    """Deterministic suffix for an Idempotency-Key, scoped to the namespace and, when given, to
+    ``scope`` (the submitting token's name: each token has its own key space)."""
+    material = f"{namespace}\x00{key}" if scope is None else f"{namespace}\x00{scope}\x00{key}"
+    digest = hashlib.sha256(material.encode()).digest()
     return _b32(digest)[:SUFFIX_CHARS]
 
 
@@ -77,9 +83,10 @@ def run_name_for_suffix(suffix: str) -> str:
     return f"{RUN_NAME_PREFIX}{suffix}"
 
 
-def run_name_for_key(namespace: str, key: str | None) -> str:
-    """The AgentRun name: derived from the key when there is one, random otherwise."""
-    suffix = suffix_from_key(namespace, key) if key is not None else random_suffix()
+def run_name_for_key(namespace: str, key: str | None, scope: str | None = None) -> str:
+    """The AgentRun name: derived from the key (and ``scope``) when there is one, random
+    otherwise."""
+    suffix = suffix_from_key(namespace, key, scope) if key is not None else random_suffix()
     return run_name_for_suffix(suffix)
 
 
@@ -101,6 +108,11 @@ def run_name_for_job_id(job_id: str) -> str:
 def session_label_value(session_id: str) -> str:
     """Label values are at most 63 characters of a restricted set: store a hash."""
     return hashlib.sha256(session_id.encode()).hexdigest()[:40]
+
+
+def submitter_label_value(token_name: str) -> str:
+    """The :data:`LABEL_SUBMITTER` value of a token name (any string): a hash, as for sessions."""
+    return hashlib.sha256(token_name.encode()).hexdigest()[:40]
 
 
 # Names of the objects a run owns. A run name is at most 52 characters.

@@ -81,10 +81,11 @@ def test_error_events_raise_typed_errors() -> None:
 
 def test_cancel_patch_tests_the_phase_or_the_version() -> None:
     assert cancel_patch(obj("run-a", "4", phase="Running")) == [
+        {"op": "test", "path": "/metadata/uid", "value": "u1"},
         {"op": "test", "path": "/status/phase", "value": "Running"},
         {"op": "add", "path": "/spec/cancelRequested", "value": True},
     ]
-    assert cancel_patch(obj("run-a", "4"))[0] == {
+    assert cancel_patch(obj("run-a", "4"))[1] == {
         "op": "test",
         "path": "/metadata/resourceVersion",
         "value": "4",
@@ -107,6 +108,27 @@ def test_build_agentrun_records_key_fingerprint_submitter_and_session_label() ->
         names.ANNOTATION_IDEMPOTENCY_KEY: "key",
     }
     assert body["metadata"]["labels"][names.LABEL_SESSION] == names.session_label_value("s")
+    assert names.LABEL_SUBMITTER not in body["metadata"]["labels"]
+    scoped = build_agentrun(
+        "run-x", request, "v1:abc", "ci", submitter_label=names.submitter_label_value("ci")
+    )
+    assert scoped["metadata"]["labels"][names.LABEL_SUBMITTER] == names.submitter_label_value("ci")
+
+
+def test_idempotency_keys_are_per_token_with_auth_on() -> None:
+    unscoped = names.run_name_for_key("ns", "k")
+    assert unscoped == names.run_name_for_key("ns", "k", None)  # auth off: as before
+    assert names.run_name_for_key("ns", "k", "ci") == names.run_name_for_key("ns", "k", "ci")
+    assert (
+        len(
+            {
+                unscoped,
+                names.run_name_for_key("ns", "k", "ci"),
+                names.run_name_for_key("ns", "k", "laptop"),
+            }
+        )
+        == 3
+    )
 
 
 def test_the_cache_keeps_runs_sorted_through_adds_updates_and_deletes() -> None:
@@ -143,18 +165,25 @@ def test_the_cache_keeps_runs_sorted_through_adds_updates_and_deletes() -> None:
 
 
 class _FakeStream:
+    """A watch response: scripted lines, then either the end (the server's timeout) or silence
+    forever (a half-open connection)."""
+
     def __init__(self, lines: list[dict[str, Any]], hang: bool) -> None:
-        self._chunks = [json.dumps(line).encode() + b"\n" for line in lines]
+        self._chunks: list[bytes] = []
+        for line in lines:
+            chunk = json.dumps(line).encode() + b"\n"
+            # split each line in two to check the cache reassembles partial chunks
+            self._chunks += [chunk[:7], chunk[7:]]
         self._hang = hang
         self.released = False
+        self.closed = False
 
-    async def iter_any(self) -> Any:
-        for chunk in self._chunks:
-            # split each line in two to check the cache reassembles partial chunks
-            yield chunk[:7]
-            yield chunk[7:]
+    async def readany(self) -> bytes:
+        if self._chunks:
+            return self._chunks.pop(0)
         if self._hang:
             await asyncio.Event().wait()
+        return b""
 
     @property
     def content(self) -> _FakeStream:
@@ -162,6 +191,9 @@ class _FakeStream:
 
     def release(self) -> None:
         self.released = True
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class _FakeRepository:
@@ -209,6 +241,53 @@ async def test_the_informer_relists_after_410_and_watches_from_the_new_version()
         assert sorted(r.name for r in c.records()) == ["run-a", "run-c"]
         assert repository.streams[0].released
         assert c.synced.is_set()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_silent_watch_is_dropped_and_the_cache_relists() -> None:
+    """A half-open watch (no bytes, no end) must not leave the cache stale forever: after
+    stale_seconds it is closed and the cache re-lists; meanwhile stale_for() says so."""
+    repository = _FakeRepository()
+    c = RunCache(  # type: ignore[arg-type]
+        repository, retry_seconds=0.01, watch_timeout_seconds=1, stale_seconds=0.3
+    )
+    task = asyncio.create_task(c.run())
+    try:
+        for _ in range(300):
+            if repository.lists >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert repository.lists >= 3  # initial, after 410, after the stall
+        assert c.stalls >= 1
+        assert repository.streams[1].closed  # the half-open connection is not pooled
+        assert c.stale_for() is None  # the re-list is contact
+        assert c.stale_for(now=c.last_contact + 0.5) == pytest.approx(0.5)  # type: ignore[operator]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_hanging_list_is_bounded_and_reads_as_stale() -> None:
+    class HangingRepository(_FakeRepository):
+        async def list_page(self, **_: Any) -> dict[str, Any]:
+            self.lists += 1
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    repository = HangingRepository()
+    c = RunCache(repository, retry_seconds=0.01, stale_seconds=0.1)  # type: ignore[arg-type]
+    task = asyncio.create_task(c.run())
+    try:
+        await asyncio.sleep(0.35)
+        assert repository.lists >= 2  # each stalled list was abandoned and retried
+        assert not c.synced.is_set()
+        stale = c.stale_for()
+        assert stale is not None
+        assert stale > 0.1
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
