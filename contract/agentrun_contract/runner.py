@@ -34,6 +34,15 @@ ENV_SESSION_ID: Final = "AGENTRUN_SESSION_ID"
 ENV_TERMINATION_MESSAGE_PATH: Final = "AGENTRUN_TERMINATION_MESSAGE_PATH"
 ENV_CREDENTIALS_SECRET: Final = "AGENTRUN_CREDENTIALS_SECRET"
 """Name of the LLM credentials Secret, so the runner's error can say which Secret to create."""
+ENV_MODEL_NAME: Final = "MODEL_NAME"
+"""The model every agent without its own ``llm`` uses, as litellm names it (``provider/model``,
+e.g. ``anthropic/claude-sonnet-4-5``; a bare OpenAI name such as ``gpt-4o-mini`` also works).
+Set in the LLM credentials Secret, which the Job loads whole with ``envFrom``: the provider's
+keys (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ``AZURE_API_KEY``, ``OLLAMA_API_BASE``, ...)
+sit beside it under litellm's names. The model's provider decides which keys the runner requires
+(missing ones: reason ``missing_credentials``)."""
+DEFAULT_MODEL_NAME: Final = "gpt-4o-mini"
+"""The model when ``MODEL_NAME`` (and PraisonAI's ``OPENAI_MODEL_NAME``) is unset: OpenAI's."""
 
 # ---------------------------------------------------------------------------------------------
 # Paths inside the runner container.

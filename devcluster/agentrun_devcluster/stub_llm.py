@@ -1,15 +1,19 @@
-"""A local OpenAI-compatible stub LLM: deterministic, clearly labelled answers, no network.
+"""A local stub LLM: deterministic, clearly labelled answers, no network.
 
-Used by ``agentrun dev --stub-llm`` (an offline demo) and by tests, which point a real PraisonAI
-run at it (``OPENAI_BASE_URL=<base_url>``, ``OPENAI_API_KEY=<anything>``,
-``MODEL_NAME=openai/agentrun-stub``).
+Speaks OpenAI's APIs and Anthropic's Messages API. Used by ``agentrun dev --stub-llm`` (an offline
+demo) and by tests, which point a real PraisonAI run at it: ``OPENAI_BASE_URL=<base_url>``,
+``OPENAI_API_KEY=<anything>``, ``MODEL_NAME=openai/agentrun-stub``; or, through litellm's
+Anthropic provider, ``ANTHROPIC_API_BASE=<root_url>``, ``ANTHROPIC_API_KEY=<anything>``,
+``MODEL_NAME=anthropic/<any name>``.
 
-Endpoints (all under ``/v1``):
+Endpoints:
 
 - ``POST /v1/chat/completions``: streamed (SSE chunks then ``data: [DONE]``) and not;
   ``response_format: {"type": "json_object"}`` (or ``json_schema``) gets a valid JSON object.
 - ``POST /v1/responses``: the Responses API that PraisonAI uses for gpt-4o-style model names,
   streamed (typed SSE events ending with ``response.completed``) and not.
+- ``POST /v1/messages``: Anthropic's Messages API, streamed (``message_start`` ...
+  ``message_stop``) and not; errors in Anthropic's shape.
 - ``GET /v1/models``.
 
 Control endpoints (for tests in other processes):
@@ -38,6 +42,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
@@ -137,6 +142,9 @@ class StubLLMServer:
         self.host = host
         self.port = port
         self.base_url = ""
+        """``http://host:port/v1``: OpenAI clients' base URL."""
+        self.root_url = ""
+        """``http://host:port``: Anthropic clients' base URL (they append ``/v1/messages``)."""
         self.requests: list[dict[str, Any]] = []
         """Recorded JSON request bodies of the LLM endpoints, in arrival order."""
         self.request_paths: list[str] = []
@@ -152,6 +160,7 @@ class StubLLMServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_post("/v1/messages", self._messages)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/_stub/configure", self._configure)
         app.router.add_get("/_stub/requests", self._recorded)
@@ -173,7 +182,8 @@ class StubLLMServer:
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self.base_url = f"http://{host}:{self.port}/v1"
+        self.root_url = f"http://{host}:{self.port}"
+        self.base_url = f"{self.root_url}/v1"
         return self.base_url
 
     async def stop(self) -> None:
@@ -202,20 +212,25 @@ class StubLLMServer:
         self._counter += 1
         return f"{prefix}-stub-{self._counter}"
 
-    async def _read_llm_request(self, request: web.Request) -> dict[str, Any]:
+    async def _read_llm_request(
+        self, request: web.Request, error: Callable[[int, str], web.HTTPException] | None = None
+    ) -> dict[str, Any]:
+        """The request's JSON body, recorded; raises the configured failure as ``error`` (the
+        API's own error shape, OpenAI's by default) builds it."""
+        error = error or _openai_error
         try:
             body = await request.json()
         except ValueError as exc:
-            raise _openai_error(400, f"request body is not valid JSON: {exc}") from exc
+            raise error(400, f"request body is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):
-            raise _openai_error(400, "request body must be a JSON object")
+            raise error(400, "request body must be a JSON object")
         self.requests.append(body)
         self.request_paths.append(request.path)
         behaviour = self.behaviour
         if behaviour.delay_seconds:
             await asyncio.sleep(behaviour.delay_seconds)
         if behaviour.fail_status is not None:
-            raise _openai_error(
+            raise error(
                 behaviour.fail_status,
                 f"{STUB_LABEL} configured to fail with HTTP {behaviour.fail_status}",
             )
@@ -365,6 +380,60 @@ class StubLLMServer:
         await response.write_eof()
         return response
 
+    # -- /v1/messages (Anthropic) -------------------------------------------------------------
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read_llm_request(request, _anthropic_error)
+        model = str(body.get("model") or STUB_MODEL)
+        prompt_text = last_user_text(body.get("messages"))
+        answer = self._answer_for(prompt_text, json_mode=False)
+        message_id = self._next_id("msg")
+        input_tokens, output_tokens = _usage_tokens(prompt_text), _usage_tokens(answer)
+
+        def message(content: list[dict[str, Any]], stop: str | None, out: int) -> dict[str, Any]:
+            return {
+                "id": message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": stop,
+                "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens, "output_tokens": out},
+            }
+
+        if not body.get("stream"):
+            return web.json_response(
+                message([{"type": "text", "text": answer}], "end_turn", output_tokens)
+            )
+        response = await _start_sse(request)
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": message([], None, 1)},
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+            {"type": "ping"},
+        ]
+        events += [
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}}
+            for p in _pieces(answer)
+        ]
+        events += [
+            {"type": "content_block_stop", "index": 0},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": output_tokens},
+            },
+            {"type": "message_stop"},
+        ]
+        for event in events:
+            await response.write(_sse(event, str(event["type"])))
+        await response.write_eof()
+        return response
+
     # -- the rest ------------------------------------------------------------------------------
 
     async def _models(self, request: web.Request) -> web.Response:
@@ -420,6 +489,11 @@ def _openai_error(status: int, message: str) -> web.HTTPException:
     return _ErrorResponse(status, payload)
 
 
+def _anthropic_error(status: int, message: str) -> web.HTTPException:
+    kind = "api_error" if status >= 500 else "invalid_request_error"
+    return _ErrorResponse(status, {"type": "error", "error": {"type": kind, "message": message}})
+
+
 class _ErrorResponse(web.HTTPException):
     """An HTTP error with any status code and a JSON body (aiohttp's classes fix the status)."""
 
@@ -450,6 +524,10 @@ class StubLLMThread:
     @property
     def base_url(self) -> str:
         return self.server.base_url
+
+    @property
+    def root_url(self) -> str:
+        return self.server.root_url
 
     def start(self) -> str:
         self._thread.start()

@@ -23,8 +23,10 @@ Directives are whitespace-separated words anywhere in the prompt (``name`` or ``
   events, as the real runner does, so they stay log messages.
 - ``forge_nonce``: write straight to stdout an event with a wrong nonce (the operator must keep
   it as a log line).
-- ``check_credentials``: fail like the real runner (missing_credentials, exit 12) when
-  OPENAI_API_KEY is unset. Off by default so tests need no credentials.
+- ``check_credentials``: fail like the real runner (missing_credentials, exit 12) when the
+  credentials the model's provider needs are missing (agentrun_runner.credentials: MODEL_NAME,
+  default gpt-4o-mini, which needs OPENAI_API_KEY; imports litellm). Off by default so tests
+  need no credentials.
 
 Default: ``start``, ``progress`` 10 "Starting agent", 3 ``log`` lines, ``progress`` 90 "Agent
 finished", ``result`` "tiny result for <run id>", ``progress`` 100 "Done", exit 0.
@@ -166,7 +168,7 @@ def run(writer: EventWriter) -> int:
     """The tiny run; returns the exit code."""
     from agentrun_contract.runner import ExitCode
     from agentrun_runner.events import EXIT_CODE_FOR_REASON, EventWriter
-    from agentrun_runner.inputs import InputError, missing_credentials_message, read_inputs
+    from agentrun_runner.inputs import InputError, read_inputs
 
     env = os.environ
     try:
@@ -182,7 +184,9 @@ def run(writer: EventWriter) -> int:
     if directives.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if directives.check_credentials:
-        message = missing_credentials_message(env)
+        from agentrun_runner.credentials import credentials_problem
+
+        message = credentials_problem(env, inputs.agent_config).missing
         if message:
             writer.error("missing_credentials", message)
             return _finish(ExitCode.MISSING_CREDENTIALS, message)

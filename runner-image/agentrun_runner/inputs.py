@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import yaml
 from agentrun_contract.runner import (
@@ -17,7 +18,6 @@ from agentrun_contract.runner import (
     ENV_AGENT_DIR,
     ENV_AGENT_FILE,
     ENV_AGENT_YAML_FILE,
-    ENV_CREDENTIALS_SECRET,
     ENV_FRAMEWORK,
     ENV_NONCE,
     ENV_PROMPT_FILE,
@@ -27,10 +27,6 @@ from agentrun_contract.runner import (
 )
 
 DEFAULT_FRAMEWORK = "praisonai"
-DEFAULT_CREDENTIALS_SECRET = "agentrun-llm-credentials"
-CREDENTIAL_KEYS = ("OPENAI_API_KEY",)
-"""Keys that must be set (non-empty) in the environment."""
-OPTIONAL_CREDENTIAL_KEYS = ("OPENAI_BASE_URL", "OPENAI_API_BASE", "MODEL_NAME")
 
 
 class InputError(Exception):
@@ -50,6 +46,8 @@ class RunInputs:
     agent_label: str | None
     """What the ``start`` event reports: the relative agent file, or ``inline``."""
     session_id: str | None
+    agent_config: dict[str, Any] | None = None
+    """The agent YAML, parsed (None when there is no agent file)."""
 
 
 def identity(env: Mapping[str, str]) -> tuple[str, str]:
@@ -95,8 +93,9 @@ def resolve_agent_file(agent_dir: str, agent_file: str) -> Path:
     return target
 
 
-def check_agent_yaml(path: Path, label: str) -> None:
-    """Raise :class:`InputError` unless ``path`` is readable YAML holding a mapping."""
+def check_agent_yaml(path: Path, label: str) -> dict[str, Any]:
+    """The agent YAML at ``path``; raises :class:`InputError` unless it is readable YAML holding
+    a mapping."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -107,6 +106,7 @@ def check_agent_yaml(path: Path, label: str) -> None:
         raise InputError(f"the agent YAML ({label}) is not valid YAML: {exc}") from exc
     if not isinstance(document, dict):
         raise InputError(f"the agent YAML ({label}) must be a mapping (e.g. with 'roles:')")
+    return document
 
 
 def read_prompt(env: Mapping[str, str]) -> str:
@@ -148,8 +148,9 @@ def read_inputs(env: Mapping[str, str], *, require_agent: bool = True) -> RunInp
     else:
         label = env.get(ENV_AGENT_FILE) or DEFAULT_AGENT_FILE
         agent_path = resolve_agent_file(env.get(ENV_AGENT_DIR) or AGENT_DIR, label)
+    config = None
     if agent_path is not None and label is not None:
-        check_agent_yaml(agent_path, label)
+        config = check_agent_yaml(agent_path, label)
     return RunInputs(
         run_id=run_id,
         nonce=nonce,
@@ -158,19 +159,5 @@ def read_inputs(env: Mapping[str, str], *, require_agent: bool = True) -> RunInp
         agent_path=agent_path,
         agent_label=label,
         session_id=env.get(ENV_SESSION_ID) or None,
-    )
-
-
-def missing_credentials_message(env: Mapping[str, str]) -> str | None:
-    """None when the LLM credentials are present, else the user-facing error naming the Secret
-    to create and its keys."""
-    missing = [key for key in CREDENTIAL_KEYS if not env.get(key, "").strip()]
-    if not missing:
-        return None
-    secret = env.get(ENV_CREDENTIALS_SECRET) or DEFAULT_CREDENTIALS_SECRET
-    return (
-        f"no LLM credentials: {', '.join(missing)} is not set. Create the Secret {secret!r} in "
-        f"the run's namespace with the key OPENAI_API_KEY (optional keys: "
-        f"{', '.join(OPTIONAL_CREDENTIAL_KEYS)}), e.g. kubectl create secret generic {secret} "
-        "--from-literal=OPENAI_API_KEY=<your key>"
+        agent_config=config,
     )

@@ -1,7 +1,9 @@
 """One agent task, from inputs to the result event and the exit code (see agentrun_runner.main).
 
-Imported after the signal handler is installed; imports PraisonAI only once the inputs and the
-credentials have been checked.
+Imported after the signal handler is installed. Inputs are checked first (stdlib and YAML only),
+then the ``start`` event is written, then, with the output captured, the LLM credentials are
+checked for the provider of each model the run will call (agentrun_runner.credentials, which
+imports litellm), and only then is PraisonAI imported.
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ import asyncio
 import os
 import traceback
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from agentrun_contract.limits import RESULT_MAX_BYTES
 from agentrun_contract.runner import ExitCode
 
 from agentrun_runner.capture import OutputCapture
+from agentrun_runner.credentials import credentials_problem, pin_default_model
 from agentrun_runner.environment import prepare_environment
 from agentrun_runner.events import ErrorReason, EventWriter, write_termination_message
-from agentrun_runner.inputs import InputError, missing_credentials_message, read_inputs
+from agentrun_runner.inputs import InputError, read_inputs
 from agentrun_runner.interrupt import Interrupter
 
 ERROR_MESSAGE_MAX_CHARS = 2000
@@ -77,15 +81,31 @@ class Task:
         write_termination_message(self.termination_message_path, code, message)
         return int(code)
 
+    def _run_agent(
+        self, framework_name: str, agent_path: Path, prompt: str
+    ) -> tuple[tuple[ErrorReason, ExitCode, str] | None, str]:
+        """(the failure or None, the result): PraisonAI runs the agent."""
+        from agentrun_runner.agent import resolve_framework, run_agent
+
+        try:
+            framework = resolve_framework(framework_name)
+        except InputError as exc:
+            return ("bad_input", ExitCode.BAD_INPUT, str(exc)), ""
+        self.writer.progress(10, "Starting agent")
+        try:
+            work = run_agent(framework, agent_path, prompt)
+            return None, asyncio.run(guarded(work, self.guard, HANDLER_CHECK_SECONDS))
+        except (Exception, SystemExit) as exc:  # an agent calling sys.exit failed too
+            # The traceback goes to the captured stderr: log events, for whoever debugs.
+            traceback.print_exc()
+            return ("agent_error", ExitCode.AGENT_ERROR, describe_failure(exc)), ""
+
     def run(self) -> int:
         env = os.environ
         try:
             inputs = read_inputs(env)
         except InputError as exc:
             return self.fail("bad_input", ExitCode.BAD_INPUT, str(exc))
-        missing = missing_credentials_message(env)
-        if missing:
-            return self.fail("missing_credentials", ExitCode.MISSING_CREDENTIALS, missing)
         assert inputs.agent_path is not None  # read_inputs requires an agent file by default
         writer = self.writer
         writer.start(inputs.framework, inputs.agent_label)
@@ -95,21 +115,16 @@ class Task:
         failure: tuple[ErrorReason, ExitCode, str] | None = None
         result = ""
         try:
-            from agentrun_runner.agent import resolve_framework, run_agent
-
-            try:
-                framework = resolve_framework(inputs.framework)
-            except InputError as exc:
-                failure = ("bad_input", ExitCode.BAD_INPUT, str(exc))
+            credentials = credentials_problem(env, inputs.agent_config)
+            for note in credentials.notes:
+                writer.log(note, "stderr")
+            if credentials.missing:
+                failure = ("missing_credentials", ExitCode.MISSING_CREDENTIALS, credentials.missing)
             else:
-                writer.progress(10, "Starting agent")
-                try:
-                    work = run_agent(framework, inputs.agent_path, inputs.prompt)
-                    result = asyncio.run(guarded(work, self.guard, HANDLER_CHECK_SECONDS))
-                except (Exception, SystemExit) as exc:  # an agent calling sys.exit failed too
-                    # The traceback goes to the captured stderr: log events, for whoever debugs.
-                    traceback.print_exc()
-                    failure = ("agent_error", ExitCode.AGENT_ERROR, describe_failure(exc))
+                pin_default_model(env)
+                failure, result = self._run_agent(
+                    inputs.framework, inputs.agent_path, inputs.prompt
+                )
         finally:
             capture.stop()
         if failure is not None:

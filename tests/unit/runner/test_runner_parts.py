@@ -15,12 +15,7 @@ from agentrun_contract.runner import ExitCode, parse_event_line
 from agentrun_runner import interrupt, main
 from agentrun_runner.environment import TELEMETRY_OFF, bundled_tiktoken_cache, prepare_environment
 from agentrun_runner.events import EventWriter, write_termination_message
-from agentrun_runner.inputs import (
-    InputError,
-    missing_credentials_message,
-    read_inputs,
-    resolve_agent_file,
-)
+from agentrun_runner.inputs import InputError, read_inputs, resolve_agent_file
 from agentrun_runner.run import cap_result, describe_failure
 
 AGENT_YAML = "roles:\n  a:\n    role: A\n    goal: g\n    backstory: b\n"
@@ -105,6 +100,7 @@ def test_read_inputs_agent_dir_and_inline(tmp_path: Path) -> None:
     inputs = read_inputs(env)
     assert inputs.agent_label == "inline"
     assert inputs.agent_path == inline.resolve()
+    assert inputs.agent_config == {"roles": {"a": {"role": "A", "goal": "g", "backstory": "b"}}}
 
 
 @pytest.mark.parametrize(
@@ -139,18 +135,6 @@ def test_read_inputs_rejects_blank_prompt_and_bad_yaml(tmp_path: Path) -> None:
     (tmp_path / "prompt").write_bytes(b"\xff\xfe bad utf-8")
     with pytest.raises(InputError, match="cannot read the prompt"):
         read_inputs(env)
-
-
-def test_missing_credentials_message_names_the_secret_and_keys() -> None:
-    assert missing_credentials_message({"OPENAI_API_KEY": "k"}) is None
-    message = missing_credentials_message({"OPENAI_API_KEY": " "})
-    assert message is not None
-    assert "'agentrun-llm-credentials'" in message
-    assert "OPENAI_API_KEY" in message
-    assert "kubectl create secret generic agentrun-llm-credentials" in message
-    custom = missing_credentials_message({contract.ENV_CREDENTIALS_SECRET: "my-llm"})
-    assert custom is not None
-    assert "'my-llm'" in custom
 
 
 # -- events ------------------------------------------------------------------------------------
