@@ -179,7 +179,10 @@ def test_runner_settings_reach_the_operator(render) -> None:  # type: ignore[no-
 
 
 def test_network_policies(render, default_docs) -> None:  # type: ignore[no-untyped-def]
-    assert of_kind(default_docs, "NetworkPolicy") == []
+    # By default only runner pods are fenced (test_chart_runner_egress.py evaluates that policy).
+    assert [p["metadata"]["name"] for p in of_kind(default_docs, "NetworkPolicy")] == [
+        f"{FULLNAME}-runner"
+    ]
     docs = render(CHART / "ci" / "network-policy-values.yaml")
     policies = {p["metadata"]["name"]: p for p in of_kind(docs, "NetworkPolicy")}
     assert set(policies) == {f"{FULLNAME}-api", f"{FULLNAME}-operator", f"{FULLNAME}-runner"}
