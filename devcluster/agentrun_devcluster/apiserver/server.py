@@ -35,6 +35,8 @@ log = logging.getLogger("agentrun_devcluster.apiserver")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: The request fault a log follow gets while it streams (set by the fault check).
+_FAULT = web.RequestKey("agentrun_fault", APIFaultRule)
 #: Without timeoutSeconds the real server ends a watch after a random 30-60 minutes.
 DEFAULT_WATCH_TIMEOUT_SECONDS = 1800
 KUBE_VERSION = {
@@ -360,7 +362,7 @@ class EmulatedAPIServer:
                     "the request was not applied)",
                 )
             )
-        request["agentrun_fault"] = rule
+        request[_FAULT] = rule
         return None
 
     async def _hang(self, request: web.Request, seconds: float) -> None:
@@ -867,7 +869,7 @@ class EmulatedAPIServer:
             self._streams.add(task)
             if not self.faults.is_system(request.headers.get("Authorization")):
                 self._client_streams[task] = request.transport
-        fault: APIFaultRule | None = request.get("agentrun_fault")
+        fault = request.get(_FAULT)
         sent = 0
         stream = self._log_provider.read_log(
             t.namespace,
