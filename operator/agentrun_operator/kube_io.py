@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import hashlib
 import logging
 import uuid
@@ -30,6 +31,7 @@ from agentrun_contract.resource import (
     AgentRunResultSpec,
     AgentRunTranscriptSpec,
 )
+from agentrun_kube.client import TimeoutApiClient
 from agentrun_kube.errors import (
     TRANSPORT_ERRORS,
     AlreadyExists,
@@ -100,8 +102,23 @@ class RequestCounter:
         self.count = 0
 
 
+RESERVED_CONNECTIONS: Final = 4
+"""Connections of the control pool that run traffic never takes: the leader Lease's renewals
+and the health check (which use the same client directly) always find one free."""
+
+
 class Kube:
-    """Thin typed wrappers over the calls the operator makes."""
+    """Thin typed wrappers over the calls the operator makes.
+
+    Two connection pools, so a hundred open log follows can never freeze status patches, Job
+    deletes or the Lease (each follow holds its connection for the run's whole life):
+
+    - the control pool, ``api`` (shared with leader election): every call but log follows, at
+      most its size minus :data:`RESERVED_CONNECTIONS` at once;
+    - the log-follow pool, a second client over the same configuration, sized by
+      :meth:`size_log_pool` (the configured concurrency), opened on the first follow and closed
+      by :meth:`close_log_pool`.
+    """
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
@@ -112,11 +129,46 @@ class Kube:
         self.batch: Any = client.BatchV1Api(api)
         self.custom: Any = client.CustomObjectsApi(api)
         self.requests = RequestCounter()
+        pool = getattr(api.configuration, "connection_pool_maxsize", None)
+        self._control_slots = (
+            asyncio.Semaphore(max(1, int(pool) - RESERVED_CONNECTIONS)) if pool else None
+        )
+        self.log_pool_size = 0
+        """Connections of the log-follow pool; 0: no limit."""
+        self._log_api: client.ApiClient | None = None
+        self._log_core: Any = None
 
-    async def _call(self, coro: Any) -> Any:
+    def size_log_pool(self, connections: int) -> None:
+        """Size the log-follow pool (0: no limit); takes effect when it next opens."""
+        self.log_pool_size = max(0, connections)
+
+    def _log_follow_core(self) -> Any:
+        """The CoreV1Api of the log-follow pool (opened on first use)."""
+        if self._log_core is None:
+            configuration = copy.deepcopy(self.api.configuration)
+            configuration.connection_pool_maxsize = self.log_pool_size  # aiohttp: 0 = no limit
+            if isinstance(self.api, TimeoutApiClient):
+                self._log_api = TimeoutApiClient(configuration, self.api.timeouts)
+            else:
+                self._log_api = client.ApiClient(configuration=configuration)
+            self._log_core = client.CoreV1Api(self._log_api)
+        return self._log_core
+
+    async def close_log_pool(self) -> None:
+        """Close the log-follow pool (no follow may be open); it reopens on the next follow."""
+        log_api, self._log_api, self._log_core = self._log_api, None, None
+        if log_api is not None:
+            await log_api.close()
+
+    async def _call(self, coro: Any, *, control: bool = True) -> Any:
+        """Await one API call with typed errors; ``control`` calls wait for a control-pool slot
+        (a raw response's body is read just after, briefly over the limit)."""
         self.requests.count += 1
         metrics.API_REQUESTS.inc()
         try:
+            if control and self._control_slots is not None:
+                async with self._control_slots:
+                    return await coro
             return await coro
         except ApiException as exc:
             raise from_api_exception(exc) from exc
@@ -338,7 +390,10 @@ class Kube:
             )
         if since_seconds is not None:
             kwargs["since_seconds"] = since_seconds
-        response = await self._call(self.core.read_namespaced_pod_log(pod, namespace, **kwargs))
+        response = await self._call(
+            self._log_follow_core().read_namespaced_pod_log(pod, namespace, **kwargs),
+            control=False,
+        )
         if response.status >= 400:
             await read_json(response)  # raises the typed error
         buffer = b""

@@ -28,9 +28,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import stamina
 from agentrun_contract import names, runner
 from agentrun_contract.resource import AgentRun, Phase, Reason, TranscriptState
-from agentrun_kube.errors import Conflict, KubeError, NotFound
+from agentrun_kube.errors import TRANSPORT_ERRORS, Conflict, KubeError, NotFound
 
 from agentrun_operator import metrics
 from agentrun_operator.admission import Admission, admission_key
@@ -41,7 +42,7 @@ from agentrun_operator.job_manifest import (
     nonce_from_job,
 )
 from agentrun_operator.kube_io import Kube, KubeChunkStore
-from agentrun_operator.run_status import StatusDecision, map_run_status, parse_time
+from agentrun_operator.run_status import StatusDecision, map_run_status, parse_time, pick_pod
 from agentrun_operator.settings import OperatorSettings
 from agentrun_operator.transcript import (
     LogFolder,
@@ -95,6 +96,32 @@ def is_active(body: Obj) -> bool:
     return not bool((status.get("transcript") or {}).get("complete"))
 
 
+class TailInterrupted(Exception):
+    """A pod log stream ended before the log did, without new lines: re-open with backoff."""
+
+
+class TailProgressed(Exception):
+    """A pod log stream ended before the log did, after new lines: re-open, backoff reset."""
+
+
+def container_finished(pod: Obj) -> bool:
+    """Has the runner container ended (its log is then complete and final)?"""
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return True
+    for container in status.get("containerStatuses") or []:
+        if container.get("name") == runner.CONTAINER_NAME:
+            return bool((container.get("state") or {}).get("terminated"))
+    return False
+
+
+def _retryable(exc: Exception) -> bool:
+    """stamina hook: retry retryable API errors and dropped connections."""
+    if isinstance(exc, KubeError):
+        return exc.retryable
+    return isinstance(exc, TRANSPORT_ERRORS)
+
+
 class RunContext:
     """What every run task shares: settings, the client, wake-ups, admission per namespace."""
 
@@ -105,6 +132,9 @@ class RunContext:
         self.events: dict[RunKey, asyncio.Event] = {}
         self.tasks: dict[RunKey, asyncio.Task[None]] = {}
         self.admissions: dict[str, Admission] = {}
+        kube.size_log_pool(settings.log_follow_connections)
+        self.stopping = False
+        """Set by :meth:`stop` (shutdown, or the Lease lost): no run task acts any more."""
 
     def admission(self, namespace: str) -> Admission:
         if namespace not in self.admissions:
@@ -180,9 +210,14 @@ class RunContext:
             admission.notify()
 
     async def _run_task(self, key: RunKey) -> None:
+        if self.stopping:
+            # kopf may still deliver events between the Lease lost and its stop.
+            self.tasks.pop(key, None)
+            self.events.pop(key, None)
+            return
         metrics.ACTIVE_RUNS.inc()
         try:
-            while True:
+            while not self.stopping:
                 reconciler = RunReconciler(self, key)
                 try:
                     await reconciler.drive()
@@ -194,7 +229,7 @@ class RunContext:
                     # the API says, after a pause (each step is idempotent).
                     log.exception("run task failed; retrying", extra={"run": key[1]})
                     await asyncio.sleep(self.settings.resync_seconds)
-                    if key not in self.bodies:
+                    if key not in self.bodies or self.stopping:
                         break
                 finally:
                     if reconciler.tailer is not None and not reconciler.tailer.done():
@@ -209,6 +244,8 @@ class RunContext:
                 self.bodies.pop(key, None)
 
     async def stop(self) -> None:
+        """Stop acting: no run task starts from now on; every running one is cancelled."""
+        self.stopping = True
         for admission in self.admissions.values():
             await admission.stop()
         tasks = list(self.tasks.values())
@@ -217,6 +254,7 @@ class RunContext:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.kube.close_log_pool()  # every tail has ended with its task
 
 
 class RunReconciler:
@@ -238,6 +276,16 @@ class RunReconciler:
         self.last_flush = 0.0
         self.job_id = names.job_id_for_run_name(self.name)
         self.pod_started = False
+        self.tail_pod_finished = False
+        """The runner container had ended when the log stream was last opened."""
+        self.last_interruption_event = -math.inf
+        self.stored_result: str | None = None
+        """The result as stored in the run's AgentRunResult (by this task or before)."""
+        # Events of the Job (no pod yet) or of its pending pod, read at most once per resync
+        # while the status does not say why the pod waits; kept between reads.
+        self.start_events: list[Obj] = []
+        self.start_events_of: tuple[str, str, str] | None = None
+        self.start_events_due = 0.0
 
     # -- helpers
     def run(self) -> AgentRun:
@@ -353,8 +401,30 @@ class RunReconciler:
                 pending_timeout_seconds=self.settings.pending_timeout_seconds,
                 credentials_secret=self.settings.credentials_secret,
             )
+            waits_unexplained = (
+                job is not None and decision.phase == Phase.QUEUED and decision.reason is None
+            )
+            if waits_unexplained and job is not None:
+                events = await self.read_start_events(job, pick_pod(pods))
+                if events:
+                    decision = map_run_status(
+                        run,
+                        job,
+                        pods,
+                        utcnow(),
+                        pending_timeout_seconds=self.settings.pending_timeout_seconds,
+                        credentials_secret=self.settings.credentials_secret,
+                        events=events,
+                    )
             self.maybe_start_tailer(decision, pods)
             if decision.terminal:
+                if decision.before_start and decision.reason not in (
+                    Reason.MISSING_CREDENTIALS,
+                    Reason.PENDING_TIMEOUT,
+                ):
+                    # finish() deletes the Job for those two; a pod Kubernetes refused so far
+                    # (or could not schedule, or pull) may still start later and run the agent.
+                    await self.kube.delete_job(self.namespace, names.job_name(self.name))
                 await self.finish(decision)
                 return
             await self.set_phase(run, decision)
@@ -364,7 +434,39 @@ class RunReconciler:
                 if self.tailer is not None
                 else self.settings.resync_seconds
             )
+            if waits_unexplained:
+                # wake for the next Events read, so they show within one resync
+                until_due = self.start_events_due - time.monotonic()
+                timeout = min(timeout, max(until_due, self.settings.transcript_flush_seconds))
             await self.wait(timeout)
+
+    async def read_start_events(self, job: Obj, pod: Obj | None) -> list[Obj]:
+        """The Events of the Job while it has no pod, else of its (pending) pod: read at most
+        once per resync and kept in between, first one resync after the object's creation (a
+        Job or pod just made has had no time to fail). A failed read keeps the last ones."""
+        target = pod if pod is not None else job
+        meta = target.get("metadata") or {}
+        key = (
+            "Pod" if pod is not None else "Job",
+            str(meta.get("name") or ""),
+            str(meta.get("uid") or ""),
+        )
+        now = time.monotonic()
+        if key != self.start_events_of:
+            self.start_events_of = key
+            self.start_events = []
+            created = parse_time(meta.get("creationTimestamp"))
+            age = (utcnow() - created).total_seconds() if created is not None else math.inf
+            self.start_events_due = now + max(0.0, self.settings.resync_seconds - age)
+        if now >= self.start_events_due:
+            self.start_events_due = now + self.settings.resync_seconds
+            try:
+                self.start_events = await self.kube.list_events(
+                    self.namespace, key[0], key[1], key[2] or None
+                )
+            except KubeError as exc:
+                log.warning("events not read: %s", exc, extra=self.log_extra())
+        return self.start_events
 
     def effective_run(self) -> AgentRun:
         """The run as last seen, with what this task wrote applied (watch events may lag)."""
@@ -440,6 +542,8 @@ class RunReconciler:
                 run,
                 reason=decision.phase.value,
                 message=decision.message or f"run is {decision.phase.api_status}",
+                # a reason while not finished says why the run waits (kubectl describe)
+                type_="Warning" if decision.reason else "Normal",
             )
         ]
         if phase_changed:
@@ -460,6 +564,17 @@ class RunReconciler:
 
     # -- the pod log
     def maybe_start_tailer(self, decision: StatusDecision, pods: list[Obj]) -> None:
+        """Start following the pod's log once its container started; restart a tail that
+        died of an unexpected error (a tail that ended normally read the whole log)."""
+        if self.tailer is not None and self.tailer.done() and not self.tailer.cancelled():
+            error = self.tailer.exception()
+            if error is not None and not isinstance(error, NotFound):
+                log.error(
+                    "pod log tail died; restarting it",
+                    exc_info=error,
+                    extra=self.log_extra(),
+                )
+                self.tailer = None
         if self.tailer is not None or self.nonce is None or decision.pod_name is None:
             return
         if decision.started_at is None:
@@ -470,49 +585,138 @@ class RunReconciler:
         if pod is None:
             return
         assert self.writer is not None
-        self.folder = LogFolder(self.writer, run_id=self.job_id, nonce=self.nonce)
+        if self.folder is None:
+            self.folder = LogFolder(self.writer, run_id=self.job_id, nonce=self.nonce)
         self.tailer = asyncio.create_task(self.tail(decision.pod_name), name=f"tail:{self.name}")
 
     async def tail(self, pod: str) -> None:
-        """Follow the pod's log until the container ends; reconnect while the pod lives."""
-        assert self.folder is not None
-        assert self.writer is not None
+        """Follow the pod's log to its end, for the run's whole life.
+
+        Returns once the whole log was read (a stream that ended cleanly after the runner's
+        last word, or after the container had finished) or the pod is gone. Any other end (a
+        connection cut mid-chunk, a server that went away, a silent half-open stream, an API
+        error) re-opens the stream from the last line kept, with exponential backoff (reset
+        whenever a stream delivered lines); each interruption is logged and reported as a
+        Kubernetes Event (at most one a minute per run)."""
         while True:
-            since: int | None = None
-            if self.writer.log_timestamp is not None:
-                seen = parse_time(self.writer.log_timestamp)
-                if seen is not None:
-                    # sinceSeconds (the client has no sinceTime); lines already folded in are
-                    # skipped by timestamp, so a generous margin only costs re-reading.
-                    since = max(1, math.ceil((utcnow() - seen).total_seconds()) + 5)
             try:
-                async for line in self.kube.stream_pod_log(
-                    self.namespace, pod, runner.CONTAINER_NAME, since_seconds=since
+                async for attempt in stamina.retry_context(
+                    on=TailInterrupted,
+                    attempts=None,
+                    timeout=None,
+                    wait_initial=self.settings.log_reconnect_seconds,
+                    wait_max=self.settings.log_reconnect_max_seconds,
+                    wait_jitter=self.settings.log_reconnect_seconds,
                 ):
-                    self.folder.feed(line)
-                    if self.writer.has_pending:
-                        self.event.set()
-            except NotFound:
-                return  # the pod is gone
-            except KubeError as exc:
-                if exc.status == 400:
-                    # "container is waiting to start": try again shortly
-                    await asyncio.sleep(self.settings.log_reconnect_seconds)
-                    continue
-                log.warning("pod log stream failed: %s", exc, extra=self.log_extra())
-            except (TimeoutError, OSError, ValueError) as exc:
-                log.warning("pod log stream broke: %s", exc, extra=self.log_extra())
-            # The stream ended: finished container, or a dropped connection.
-            pods = await self.kube.list_pods(self.namespace, f"{names.LABEL_RUN}={self.name}")
-            alive = [
-                p
-                for p in pods
-                if (p.get("metadata") or {}).get("name") == pod
-                and (p.get("status") or {}).get("phase") in ("Pending", "Running")
-            ]
-            if not alive:
+                    with attempt:
+                        await self.tail_once(pod)
                 return
-            await asyncio.sleep(self.settings.log_reconnect_seconds)
+            except TailProgressed:
+                # Lines arrived before the stream ended: re-open soon, backoff from scratch.
+                await asyncio.sleep(self.settings.log_reconnect_seconds)
+
+    async def tail_once(self, pod: str) -> None:
+        """One log stream (see :meth:`tail`): returns when the log is complete; raises
+        :class:`TailProgressed` or :class:`TailInterrupted` when it must be re-opened."""
+        folder, writer = self.folder, self.writer
+        assert folder is not None
+        assert writer is not None
+        finished_before_open = self.tail_pod_finished
+        since: int | None = None
+        if writer.log_timestamp is not None:
+            seen = parse_time(writer.log_timestamp)
+            if seen is not None:
+                # sinceSeconds (the client has no sinceTime); lines already folded in are
+                # skipped by timestamp and seq, so a generous margin only costs re-reading.
+                since = max(1, math.ceil((utcnow() - seen).total_seconds()) + 5)
+        kept = 0
+        failure: BaseException | None = None
+        try:
+            async for line in self.kube.stream_pod_log(
+                self.namespace,
+                pod,
+                runner.CONTAINER_NAME,
+                since_seconds=since,
+                read_timeout=self.settings.log_read_timeout_seconds,
+            ):
+                folder.feed(line)
+                kept += 1
+                if folder.result_needs_storing:
+                    # Before any later line moves the stored position past the result.
+                    await self.store_result()
+                if writer.has_pending:
+                    self.event.set()
+        except NotFound:
+            return  # the pod is gone: nothing more can be read
+        except KubeError as exc:
+            if exc.status == 400:
+                # "container is waiting to start" (or already gone): try again.
+                raise TailInterrupted(str(exc)) from exc
+            failure = exc
+        except TRANSPORT_ERRORS as exc:
+            failure = exc  # cut mid-chunk, server gone, silent past the read timeout
+        except ValueError as exc:
+            failure = exc  # a garbled chunk
+        if failure is None and (finished_before_open or folder.saw_end):
+            return  # a clean end after the last word, or of a finished container's log
+        try:
+            pods = await self.kube.list_pods(self.namespace, f"{names.LABEL_RUN}={self.name}")
+        except KubeError as exc:
+            raise TailInterrupted(str(exc)) from exc
+        found = next((p for p in pods if (p.get("metadata") or {}).get("name") == pod), None)
+        if found is None:
+            return
+        self.tail_pod_finished = container_finished(found)
+        if failure is not None:
+            await self.report_log_interruption(failure)
+        if kept:
+            raise TailProgressed(str(failure or "stream ended"))
+        raise TailInterrupted(str(failure or "stream ended"))
+
+    async def report_log_interruption(self, failure: BaseException) -> None:
+        """Log every interrupted log stream; post an Event at most once a minute per run."""
+        detail = str(failure) or type(failure).__name__
+        position = self.writer.log_timestamp if self.writer else None
+        log.warning(
+            "pod log stream interrupted; resuming from the last line kept",
+            extra={**self.log_extra(), "error": detail, "resume_from": position},
+        )
+        now = time.monotonic()
+        if now - self.last_interruption_event < 60.0:
+            return
+        self.last_interruption_event = now
+        with contextlib.suppress(NotFound):
+            await self.kube.post_event(
+                self.run(),
+                reason="LogStreamInterrupted",
+                message=f"pod log stream interrupted ({type(failure).__name__}: {detail}); "
+                "resuming from the last line kept, nothing is lost",
+                type_="Warning",
+            )
+
+    async def store_result(self) -> None:
+        """Store the complete result (AgentRunResult) before the resume position may move
+        past its lines; retried with backoff on retryable errors (a 429, a dropped
+        connection). A final error is logged and left to :meth:`finish` to surface."""
+        folder = self.folder
+        result = folder.result() if folder is not None else None
+        if folder is None or result is None:
+            return
+        try:
+            async for attempt in stamina.retry_context(
+                on=_retryable,
+                attempts=None,
+                timeout=self.settings.log_drain_seconds,
+                wait_initial=self.settings.log_reconnect_seconds,
+                wait_max=self.settings.log_reconnect_max_seconds,
+            ):
+                with attempt:
+                    await self.kube.put_result(self.run(), result)
+        except KubeError as exc:
+            log.error("result not stored: %s", exc, extra=self.log_extra())
+            return
+        self.stored_result = result
+        folder.result_stored()
 
     async def drain_tailer(self, seconds: float) -> None:
         if self.tailer is None:
@@ -520,19 +724,31 @@ class RunReconciler:
         try:
             await asyncio.wait_for(asyncio.shield(self.tailer), seconds)
         except (TimeoutError, asyncio.CancelledError):
+            log.warning(
+                "pod log not read to its end in %.0f s; finishing without the rest",
+                seconds,
+                extra=self.log_extra(),
+            )
             self.tailer.cancel()
         except Exception as exc:
             log.warning("log tail ended with %s", exc, extra=self.log_extra())
 
     async def read_remaining_log(self) -> None:
-        """A run that ended before its log was ever tailed: read it once if the pod exists."""
-        if self.tailer is not None or self.nonce is None or self.writer is None:
+        """A run that ended before its log was ever tailed (or whose tail died): read it to
+        the end if the pod exists."""
+        if self.nonce is None or self.writer is None:
+            return
+        if self.tailer is not None and not (
+            self.tailer.done() and not self.tailer.cancelled() and self.tailer.exception()
+        ):
             return
         pods = await self.kube.list_pods(self.namespace, f"{names.LABEL_RUN}={self.name}")
         if not pods:
             return
         name = str((pods[0].get("metadata") or {}).get("name"))
-        self.folder = LogFolder(self.writer, run_id=self.job_id, nonce=self.nonce)
+        if self.folder is None:
+            self.folder = LogFolder(self.writer, run_id=self.job_id, nonce=self.nonce)
+        self.tail_pod_finished = container_finished(pods[0])
         self.tailer = asyncio.create_task(self.tail(name), name=f"tail:{self.name}")
 
     # -- the end
@@ -548,7 +764,12 @@ class RunReconciler:
             await self.kube.delete_job(self.namespace, names.job_name(self.name))
         if decision.phase != Phase.CANCELLED:
             await self.read_remaining_log()
-        await self.drain_tailer(grace)
+        # A success's result is in its log: give the tail (resuming after faults) time to
+        # read it to the end; it returns at once when the log is complete.
+        drain = grace
+        if decision.phase == Phase.SUCCEEDED:
+            drain = max(grace, self.settings.log_drain_seconds)
+        await self.drain_tailer(drain)
         await self.flush_transcript(force=True)
 
         folder = self.folder
@@ -561,10 +782,11 @@ class RunReconciler:
             if fresh.spec.cancel_requested and decision.phase != Phase.CANCELLED:
                 decision = map_run_status(fresh, None, [], utcnow())
                 await self.kube.delete_job(self.namespace, names.job_name(self.name))
-            status = self.terminal_status(fresh, decision, folder)
-            result = folder.result() if folder is not None else None
-            if decision.phase == Phase.SUCCEEDED and result is not None:
+            result = await self.known_result(fresh) if decision.phase == Phase.SUCCEEDED else None
+            status = self.terminal_status(fresh, decision, folder, result=result)
+            if result is not None and self.stored_result != result:
                 await self.kube.put_result(fresh, result)
+                self.stored_result = result
             try:
                 final = await self.patch_status(
                     status, resource_version=str(fresh.metadata.resource_version)
@@ -595,8 +817,24 @@ class RunReconciler:
         # From the object the API server returned, never from the watch cache, which may lag.
         await self.complete_transcript(AgentRun.model_validate(final))
 
+    async def known_result(self, run: AgentRun) -> str | None:
+        """The run's result: from its log as read, else as stored before a restart (the
+        resume position moves past the result lines only once it is stored)."""
+        if self.folder is not None and (result := self.folder.result()) is not None:
+            return result
+        if self.stored_result is None:
+            self.stored_result = await self.kube.get_result(
+                self.namespace, self.name, run.metadata.uid
+            )
+        return self.stored_result
+
     def terminal_status(
-        self, run: AgentRun, decision: StatusDecision, folder: LogFolder | None
+        self,
+        run: AgentRun,
+        decision: StatusDecision,
+        folder: LogFolder | None,
+        *,
+        result: str | None = None,
     ) -> Obj:
         now = utcnow()
         message = decision.message
@@ -617,7 +855,6 @@ class RunReconciler:
             status["podName"] = decision.pod_name
         if started is not None:
             status["startedAt"] = iso(started)
-        result = folder.result() if folder is not None else None
         if decision.phase == Phase.SUCCEEDED and result is not None:
             excerpt, cut = result_excerpt(result)
             status["resultExcerpt"] = excerpt
@@ -644,7 +881,13 @@ class RunReconciler:
             result: str | None = None
             if self.folder is not None:
                 result = self.folder.result()
-            elif run.status.result_excerpt is not None and not run.status.result_truncated:
+            if result is None:
+                result = self.stored_result
+            if (
+                result is None
+                and run.status.result_excerpt is not None
+                and not run.status.result_truncated
+            ):
                 result = run.status.result_excerpt
             writer.add(
                 "complete",

@@ -273,6 +273,15 @@ class OperatorSettings(BaseSettings):
     )
 
     @property
+    def log_follow_connections(self) -> int:
+        """Size of the log-follow connection pool (0: no limit): a follow for every run that
+        may run at once in every watched namespace, and as many again for finished runs still
+        draining their last lines. Unbounded when cluster-wide (the namespaces are unknown)."""
+        if self.cluster_wide:
+            return 0
+        return 2 * self.max_concurrent_runs * len(self.namespaces)
+
+    @property
     def lease_namespace(self) -> str:
         return self.leader_election.lease_namespace or self.namespaces[0]
 
