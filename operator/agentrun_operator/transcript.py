@@ -347,6 +347,10 @@ class LogFolder:
         self.error: RunnerError | None = None
         self.progress: Progress | None = None
         self.interrupted = False
+        self.result_position: tuple[int, str | None] | None = None
+        """Where the result lines end; the writer's position moves past them only once the
+        result is stored (:meth:`result_stored`), so a restart before that re-reads them."""
+        self.result_is_stored = False
 
     def feed(self, raw_line: str) -> StreamEvent | None:
         """Fold one pod-log line; returns the transcript event it produced, if any."""
@@ -400,7 +404,10 @@ class LogFolder:
         if isinstance(event, runner.ResultEvent):
             self.result_parts[event.data.index] = event.data.text
             self.result_count = event.data.count
-            self.writer.note_position(runner_seq=seq, log_timestamp=stamp)
+            if self.result_is_stored:
+                self.writer.note_position(runner_seq=seq, log_timestamp=stamp)
+            else:
+                self.result_position = (seq, stamp)
             return None
         if isinstance(event, runner.ErrorEvent):
             self.error = RunnerError(event.data.reason, event.data.message)
@@ -418,6 +425,25 @@ class LogFolder:
             runner_seq=seq,
             log_timestamp=stamp,
         )
+
+    @property
+    def result_needs_storing(self) -> bool:
+        """Is the result complete but not yet stored? The caller stores it (AgentRunResult)
+        before it feeds another line, then calls :meth:`result_stored`."""
+        return not self.result_is_stored and self.result() is not None
+
+    def result_stored(self) -> None:
+        """The result is stored: the resume position may now move past its lines."""
+        self.result_is_stored = True
+        if self.result_position is not None:
+            seq, stamp = self.result_position
+            self.writer.note_position(runner_seq=seq, log_timestamp=stamp)
+
+    @property
+    def saw_end(self) -> bool:
+        """Did the runner write its last word (the whole result, an error, or interrupted)?
+        Nothing that matters follows it in the log."""
+        return self.result() is not None or self.error is not None or self.interrupted
 
     def result(self) -> str | None:
         """The assembled result, or None unless every chunk arrived."""

@@ -97,6 +97,9 @@ async def test_ids_strictly_increase_and_events_map() -> None:
     assert folder.progress is not None
     assert folder.progress.percentage == 50
     assert folder.result() == "hello world\nbye"
+    # the result lines move the resume position only once the result is stored
+    assert writer.state().runner_seq == 3
+    folder.result_stored()
     assert writer.state().runner_seq == 6
 
 
