@@ -17,6 +17,10 @@ from agentrun_devcluster.jobcontroller import JobController, JobControllerSettin
 from agentrun_devcluster.kube_json import JsonKube
 from agentrun_devcluster.kubelet import Kubelet, KubeletSettings, PodLogStore
 
+#: The runner pods' ServiceAccount as the chart creates it in every watched namespace
+#: (``runner.serviceAccount.name``, the operator's default).
+RUNNER_SERVICE_ACCOUNT = "agentrun-runner"
+
 
 class ClusterControllers:
     """Job controller + kubelet talking to one emulated apiserver over HTTP."""
@@ -27,7 +31,9 @@ class ClusterControllers:
         kubelet_settings: KubeletSettings | None = None,
         job_settings: JobControllerSettings | None = None,
         faults: FaultInjector | None = None,
+        service_accounts: tuple[str, ...] = (RUNNER_SERVICE_ACCOUNT,),
     ) -> None:
+        self.service_accounts = service_accounts
         self.kubelet_settings = kubelet_settings or KubeletSettings()
         self.job_settings = job_settings or JobControllerSettings()
         self.faults = faults or FaultInjector()
@@ -37,7 +43,10 @@ class ClusterControllers:
         self._api: Any = None
 
     def install(self, server: Any) -> None:
-        """Register the fault routes and the log provider on an EmulatedAPIServer (before start)."""
+        """Register the fault routes and the log provider on an EmulatedAPIServer (before start),
+        and give every namespace the ``service_accounts`` (the apiserver refuses pods whose
+        ServiceAccount is missing, as a real one does)."""
+        server.state.ensure_service_accounts(list(self.service_accounts))
         self.faults.install_routes(server)
         server.set_pod_log_provider(self.logs)
 

@@ -38,6 +38,15 @@ controller's ``isPodFailed``), and a replacement may start while it terminates. 
 ``backoffLimit: 0`` either way the Job gets ``FailureTarget`` reason ``BackoffLimitExceeded`` and
 then ``Failed`` once the pod is gone.
 
+A pod the apiserver refuses (a missing ServiceAccount, a ResourceQuota, Pod Security; see
+``apiserver/pod_admission.py``) is a ``FailedCreate`` Warning Event on the Job, worded as
+kube-controller-manager's ``RealPodControl`` words it: ``Error creating: <the apiserver's
+message>``. The Job's status is still written (``startTime``; ``active`` does not count the
+refused pod) and the Job is retried after an exponential backoff (the real workqueue's 1 s
+doubling to 60 s; a setting). An identical Event (same Job, reason and message) within 10 minutes
+is counted (``count``, ``lastTimestamp``) instead of recorded again, as client-go's event
+correlator does; its aggregation of similar Events with different messages is not emulated.
+
 Simplification (documented): the real controller puts the ``batch.kubernetes.io/job-tracking``
 finalizer on its pods so it never misses a terminal pod. This one remembers the last state of
 every pod it saw instead; a pod that vanishes without being seen terminal counts as failed.
@@ -51,9 +60,11 @@ import asyncio
 import contextlib
 import copy
 import logging
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from agentrun_kube.errors import KubeError
 from pydantic import BaseModel, Field
 
 from agentrun_devcluster.kube_json import EventRecorder, Informer, JsonKube, Obj
@@ -72,6 +83,8 @@ MESSAGE_BACKOFF_LIMIT = "Job has reached the specified backoff limit"
 REASON_DEADLINE = "DeadlineExceeded"
 MESSAGE_DEADLINE = "Job was active longer than specified deadline"
 REASON_POD_FAILURE_POLICY = "PodFailurePolicy"
+REASON_FAILED_CREATE = "FailedCreate"  # controller.FailedCreatePodReason
+EVENT_SERIES_SECONDS = 600.0  # client-go's event correlator counts repeats within 10 minutes
 
 
 class JobControllerSettings(BaseModel):
@@ -88,6 +101,14 @@ class JobControllerSettings(BaseModel):
         default=60, description="timeoutSeconds of each watch request before it is renewed."
     )
     events: bool = Field(default=True, description="Post core/v1 Events as the real one does.")
+    create_retry_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="First retry after a refused pod create, doubling (real: 1s doubling).",
+    )
+    create_retry_max_seconds: float = Field(
+        default=60.0, gt=0, description="Longest retry interval after refused pod creates."
+    )
     workers: int = Field(
         default=4,
         ge=1,
@@ -509,6 +530,10 @@ class JobController:
         self._dirty: set[tuple[str, str]] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # Job uid -> refused pod creates in a row (the retry backoff)
+        self._create_failures: dict[str, int] = {}
+        # (Job uid, message) -> (Event name, count, first time), for counting repeats
+        self._failed_create_events: dict[tuple[str, str], tuple[str, int, datetime]] = {}
 
     async def start(self) -> None:
         self.pods.start()
@@ -552,7 +577,11 @@ class JobController:
     def _on_job(self, kind: str, job: Obj) -> None:
         meta = job.get("metadata") or {}
         if kind == "DELETED":
-            self.tracking.pop(str(meta.get("uid")), None)
+            uid = str(meta.get("uid"))
+            self.tracking.pop(uid, None)
+            self._create_failures.pop(uid, None)
+            for key in [k for k in self._failed_create_events if k[0] == uid]:
+                del self._failed_create_events[key]
             return
         self.enqueue((str(meta.get("namespace")), str(meta.get("name"))))
 
@@ -610,12 +639,23 @@ class JobController:
             await self.kube.delete(_job_path(ns, name), propagationPolicy="Background")
             return
         job = {"apiVersion": "batch/v1", "kind": "Job", **job}
+        refused = False
         if result.create_pod is not None:
-            pod = await self.kube.create(f"/api/v1/namespaces/{ns}/pods", result.create_pod)
-            # cache it at once so a quick re-sync never creates a second pod
-            self.pods.cache[(ns, pod["metadata"]["name"])] = pod
-            tracking.last_seen[_pod_uid(pod)] = pod
-            self.events.emit(job, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
+            try:
+                pod = await self.kube.create(f"/api/v1/namespaces/{ns}/pods", result.create_pod)
+            except KubeError as exc:
+                refused = True
+                await self._failed_create(job, f"Error creating: {exc.message}")
+                if result.status is not None:
+                    result.status["active"] = max(0, int(result.status.get("active") or 1) - 1)
+                    if result.status == (job.get("status") or {}):
+                        result.status = None  # a retry that changes nothing writes nothing
+            else:
+                self._create_failures.pop(uid, None)
+                # cache it at once so a quick re-sync never creates a second pod
+                self.pods.cache[(ns, pod["metadata"]["name"])] = pod
+                tracking.last_seen[_pod_uid(pod)] = pod
+                self.events.emit(job, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
         for pod_name in result.delete_pods:
             await self.kube.delete(f"/api/v1/namespaces/{ns}/pods/{pod_name}")
             self.events.emit(job, "SuccessfulDelete", f"Deleted pod: {pod_name}")
@@ -625,5 +665,66 @@ class JobController:
             )
             self.jobs.cache[key] = updated
             self._emit_transitions(job, result.status)
+        if refused:
+            failures = self._create_failures.get(uid, 0) + 1
+            self._create_failures[uid] = failures
+            retry = min(
+                self.settings.create_retry_seconds * 2 ** (failures - 1),
+                self.settings.create_retry_max_seconds,
+            )
+            result.requeue_after = min(result.requeue_after or retry, retry)
         if result.requeue_after is not None:
             self.enqueue_after(key, result.requeue_after)
+
+    async def _failed_create(self, job: Obj, message: str) -> None:
+        """The FailedCreate Warning Event; a repeat within 10 minutes is counted on the Event
+        already recorded (``count``, ``lastTimestamp``), as client-go's correlator does."""
+        if not self.settings.events:
+            return
+        meta = job.get("metadata") or {}
+        ns = str(meta.get("namespace") or "default")
+        uid = str(meta.get("uid") or "")
+        now = now_utc()
+        seen = self._failed_create_events.get((uid, message))
+        if seen is not None and (now - seen[2]).total_seconds() < EVENT_SERIES_SECONDS:
+            name, count, first = seen
+            try:
+                await self.kube.merge_patch(
+                    f"/api/v1/namespaces/{ns}/events/{name}",
+                    {"count": count + 1, "lastTimestamp": format_time(now)},
+                )
+                self._failed_create_events[(uid, message)] = (name, count + 1, first)
+                return
+            except KubeError:
+                pass  # gone (or refused): record a new one
+        stamp = format_time(now)
+        name = f"{meta.get('name')}.{secrets.token_hex(8)}"
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": ns},
+            "involvedObject": {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": meta.get("name"),
+                "namespace": ns,
+                "uid": uid,
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": REASON_FAILED_CREATE,
+            "message": message,
+            "type": "Warning",
+            "source": {"component": "job-controller"},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "eventTime": None,
+            "count": 1,
+            "reportingComponent": "job-controller",
+            "reportingInstance": "",
+        }
+        try:
+            await self.kube.create(f"/api/v1/namespaces/{ns}/events", event)
+        except KubeError as exc:
+            log.debug("FailedCreate event for %s not recorded: %s", meta.get("name"), exc)
+            return
+        self._failed_create_events[(uid, message)] = (name, 1, now)

@@ -125,6 +125,16 @@ def builtin_resources() -> list[ResourceType]:
             True,
             short_names=("sa",),
         ),
+        ResourceType(
+            "",
+            "v1",
+            "resourcequotas",
+            "ResourceQuota",
+            "resourcequota",
+            True,
+            short_names=("quota",),
+            has_status=True,
+        ),
         ResourceType("", "v1", "events", "Event", "event", True, short_names=("ev",)),
         ResourceType(
             "batch",

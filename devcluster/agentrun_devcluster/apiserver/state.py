@@ -29,6 +29,7 @@ from typing import Any
 from . import errors
 from .errors import APIError
 from .limits import MAX_OBJECT_BYTES, encoded_size
+from .pod_admission import admit_pod_create
 from .resources import ResourceRegistry, ResourceType, builtin_resources, resources_from_crd
 
 Obj = dict[str, Any]
@@ -173,6 +174,9 @@ class ClusterState:
         self._by_uid: dict[str, tuple[tuple[str, str], ObjectKey]] = {}
         self._dependents: dict[str, set[str]] = {}  # owner uid -> dependent uids
         self.admit: Callable[[ResourceType, Obj, Obj | None], Obj] = lambda rt, new, old: new
+        #: ServiceAccounts every namespace gets when it is created (the ServiceAccount
+        #: controller's ``default``, made at once instead of a moment later).
+        self.namespace_service_accounts: list[str] = ["default"]
         for rt in builtin_resources():
             self.add_resource(rt)
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
@@ -383,13 +387,55 @@ class ClusterState:
             meta["generation"] = 1
         self._initial_status(rt, obj)
         obj = self.admit(rt, obj, None)
+        if rt.key == ("", "pods"):
+            self._admit_pod_create(obj)
         if dry_run:
             return obj
         stored = self._store(rt, obj, "ADDED", None)
         if rt.key == CRD_KEY:
             self.install_crd(stored)
+        if rt.key == ("", "namespaces"):
+            self._create_service_accounts(name, self.namespace_service_accounts)
         self._collect_if_dangling(rt, stored)
         return stored
+
+    def _admit_pod_create(self, pod: Obj) -> None:
+        """ServiceAccount, PodSecurity and ResourceQuota admission (pod_admission.py)."""
+
+        def objects(plural: str, namespace: str) -> list[Obj]:
+            coll = self.collections.get(("", plural))
+            if coll is None:
+                return []
+            return [o for (ns, _), o in coll.objects.items() if ns == namespace]
+
+        admit_pod_create(
+            pod,
+            service_account=lambda ns, name: self.collections[("", "serviceaccounts")].objects.get(
+                (ns, name)
+            ),
+            namespace=lambda ns: self.collections[("", "namespaces")].objects.get(("", ns)),
+            quotas=lambda ns: objects("resourcequotas", ns),
+            pods=lambda ns: objects("pods", ns),
+        )
+
+    def _create_service_accounts(self, namespace: str, names: list[str]) -> None:
+        sa_type = self.resolve("", "v1", "serviceaccounts")
+        for name in names:
+            if (namespace, name) not in self.collection(sa_type).objects:
+                self.create(
+                    sa_type,
+                    namespace,
+                    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+                )
+
+    def ensure_service_accounts(self, names: list[str]) -> None:
+        """Give every namespace, existing and future, these ServiceAccounts too (the emulated
+        cluster stands for one where the chart created the runner's ServiceAccount)."""
+        for name in names:
+            if name not in self.namespace_service_accounts:
+                self.namespace_service_accounts.append(name)
+        for _, namespace in list(self.collections[("", "namespaces")].objects):
+            self._create_service_accounts(namespace, self.namespace_service_accounts)
 
     def _collect_if_dangling(self, rt: ResourceType, obj: Obj) -> None:
         """The garbage collector deletes an object whose owners are all gone (by uid), e.g.
