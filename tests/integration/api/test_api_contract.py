@@ -709,10 +709,10 @@ def test_auth_tokens_names_and_signed_read_urls(
         poll_url = created.json()["poll_url"]
         assert "?token=" in poll_url
         assert "?token=" in created.json()["stream_url"]
-        # the signed poll_url works without any header; a run made with one token is
-        # visible with another
+        # the signed poll_url works without any header; a run made with one token is not
+        # visible with another (scoping: tests/integration/api/test_api_scoping.py)
         assert httpx.get(poll_url, timeout=10).status_code == 200
-        assert http.get(f"{RUNS}/{job_id}", headers={"X-API-Key": "secret-two"}).status_code == 200
+        assert_error(http.get(f"{RUNS}/{job_id}", headers={"X-API-Key": "secret-two"}), 404)
         token = poll_url.split("?token=")[1]
         # the read token is run-scoped and read-only
         other = submit(http, Authorization="Bearer secret-one").json()["job_id"]

@@ -383,25 +383,30 @@ async def test_slow_client_is_disconnected_and_resumes_exactly(
 async def test_auth_accepts_api_token_or_the_runs_read_token(
     cluster: ClusterThread, seeder: Seeder
 ) -> None:
+    key = "read-token-signing-key-for-tests-0123456789"
     settings = api_settings(cluster).model_copy(
-        update={"auth_enabled": True, "tokens": {"ci": SecretStr("s3cret-token")}}
+        update={
+            "auth_enabled": True,
+            "tokens": {"ci": SecretStr("s3cret-token")},
+            "read_token_key": SecretStr(key),
+            "admin_tokens": ["ci"],  # the seeded runs carry no submitter label
+        }
     )
     server = APIThread(settings).start()
     try:
         run = await seeder.run()
         last = await run.finish()
         other = await seeder.run()
-        key = settings.signing_key()
         now = time.time()
-        good = sign_read_token(run.job_id, key, 900, now)
+        good = sign_read_token(run.job_id, run.uid, key.encode(), 900, now)
         async with httpx.AsyncClient(timeout=10) as http:
             url = stream_url(server.base_url, run.job_id)
             denied = await http.get(url)
             assert denied.status_code == 401
             assert "WWW-Authenticate" in denied.headers
-            wrong_run = sign_read_token(other.job_id, key, 900, now)
+            wrong_run = sign_read_token(other.job_id, other.uid, key.encode(), 900, now)
             assert (await http.get(url, params={"token": wrong_run})).status_code == 401
-            expired = sign_read_token(run.job_id, key, 1, now - 60)
+            expired = sign_read_token(run.job_id, run.uid, key.encode(), 1, now - 60)
             assert (await http.get(url, params={"token": expired})).status_code == 401
         by_token = await read_stream(server.base_url, run.job_id, params={"token": good})
         assert by_token.ids == list(range(1, last + 1))
