@@ -29,6 +29,7 @@ hold a renewal past the deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -155,7 +156,10 @@ class LeaderElector:
     async def _lease_call(self, call: Any) -> Any:
         """Await one Lease call; every failure raised as a typed KubeError."""
         try:
-            return await asyncio.wait_for(call, self.call_timeout_seconds)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # races with the call's completion, and a cancelled acquire must stop.
+            async with asyncio.timeout(self.call_timeout_seconds):
+                return await call
         except ApiException as exc:
             raise from_api_exception(exc) from exc
         except TRANSPORT_ERRORS as exc:
@@ -284,10 +288,10 @@ class LeaderElector:
                     extra={"identity": self.identity},
                 )
                 break
-            try:
-                outcome = await asyncio.wait_for(self.renew(), left)
-            except TimeoutError:
-                outcome = None
+            outcome: bool | None = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    outcome = await self.renew()
             if outcome is False:
                 break
             pause = self.settings.renew_seconds if outcome else self.settings.retry_seconds
