@@ -177,10 +177,10 @@ PERMISSIONS: tuple[Permission, ...] = (
         OPERATOR,
         "",
         "events",
-        _verbs("create", "get", "list"),
+        _verbs("create", "list"),
         RUNS,
-        "post Kubernetes Events about runs (the operator's and kopf's); read the Events of a "
-        "queued run's pod (a field selector on involvedObject) to say why it waits",
+        "post Kubernetes Events about runs (the operator's and kopf's); list the Events of a "
+        "run's Job and pod (a field selector on involvedObject) to say why it cannot start",
     ),
     Permission(
         OPERATOR,
