@@ -45,6 +45,7 @@ from agentrun_operator.kube_io import Kube, KubeChunkStore
 from agentrun_operator.run_status import StatusDecision, map_run_status, parse_time, pick_pod
 from agentrun_operator.settings import OperatorSettings
 from agentrun_operator.transcript import (
+    FlushBudget,
     LogFolder,
     TranscriptWriter,
     complete_payload,
@@ -132,6 +133,8 @@ class RunContext:
         self.events: dict[RunKey, asyncio.Event] = {}
         self.tasks: dict[RunKey, asyncio.Task[None]] = {}
         self.admissions: dict[str, Admission] = {}
+        self.changed: set[RunKey] = set()
+        """Runs with a watch event (their spec, Job or Pod) since their task last read them."""
         kube.size_log_pool(settings.log_follow_connections)
         self.stopping = False
         """Set by :meth:`stop` (shutdown, or the Lease lost): no run task acts any more."""
@@ -167,6 +170,7 @@ class RunContext:
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if deleted:
             self.bodies.pop(key, None)
+            self.changed.discard(key)
             task = self.tasks.pop(key, None)
             if task is not None:
                 task.cancel()
@@ -176,6 +180,7 @@ class RunContext:
             # A finished run needs nothing from us: keep no memory of it (10,000 stored runs
             # must not cost 10,000 bodies).
             self.bodies.pop(key, None)
+            self.changed.discard(key)
             return
         # A shallow copy, not a deep one: each watch event is a freshly decoded object that
         # kopf never changes afterwards, and nothing here mutates a kept body (updates replace
@@ -187,6 +192,7 @@ class RunContext:
             self.tasks[key] = task
         elif previous is None or previous.get("spec") != body.get("spec"):
             # Status changes are ours: only a spec change (a cancel) needs the task awake.
+            self.changed.add(key)
             self.wake(key)
 
     def observe_owned(
@@ -201,6 +207,7 @@ class RunContext:
     ) -> None:
         """A Job or Pod event of a run: wake it (and admission, for Jobs). ``listing``: the
         event comes from a (re)list of the watch, not from the watch itself."""
+        self.changed.add((namespace, run_name))
         self.wake((namespace, run_name))
         if job_event:
             admission = self.admission(namespace)
@@ -274,6 +281,13 @@ class RunReconciler:
         self.written: Obj = {}
         self.extra_status: Obj = {}
         self.last_flush = 0.0
+        self.last_read = float("-inf")
+        self.flush_budget = FlushBudget(
+            interval_seconds=ctx.settings.transcript_flush_seconds,
+            size_bytes=ctx.settings.transcript_flush_bytes,
+            bytes_per_second=ctx.settings.transcript_write_budget_bytes_per_second,
+            burst_bytes=2 * ctx.settings.transcript_chunk_bytes,
+        )
         self.job_id = names.job_id_for_run_name(self.name)
         self.pod_started = False
         self.tail_pod_finished = False
@@ -311,22 +325,35 @@ class RunReconciler:
         return updated
 
     async def flush_transcript(self, *, force: bool = False) -> None:
+        """Write the transcript when due (:class:`FlushBudget`: by time and size within the
+        run's byte budget; past the cap only when ``force``d, so a chatty run stops costing
+        etcd once its middle is dropped anyway), then patch the status only if a field a reader
+        sees changed (the progress): the transcript's position is not one, and is written
+        with the next phase change."""
         writer = self.writer
         if writer is None or not writer.has_pending:
             return
         now = time.monotonic()
-        if not force and now - self.last_flush < self.settings.transcript_flush_seconds:
+        if (
+            not force
+            and now - self.last_flush < self.settings.transcript_flush_seconds
+            and writer.unwritten_bytes < self.settings.transcript_flush_bytes
+        ):
             return
         self.last_flush = now
-        appended = await writer.flush()
-        metrics.TRANSCRIPT_BYTES.inc(appended)
-        status: Obj = {"transcript": writer.state().to_k8s()}
+        metrics.TRANSCRIPT_BYTES.inc(writer.fold())
+        cost = writer.write_cost()
+        due = self.flush_budget.due(
+            unwritten_bytes=writer.unwritten_bytes, cost_bytes=cost, now=now
+        )
+        if force or (due and not writer.capped):
+            await writer.flush()
+            self.flush_budget.spent(cost, now)
         folder = self.folder
         if folder is not None and folder.progress is not None:
             progress = folder.progress.to_k8s()
             if self.written.get("progress") != progress:
-                status["progress"] = progress
-        await self.patch_status(status)
+                await self.patch_status({"progress": progress})
 
     # -- the driver
     async def drive(self) -> None:
@@ -366,6 +393,15 @@ class RunReconciler:
             self.nonce = nonce_from_job(job) if job else None
 
         while True:
+            if self.tailer is not None and not self.must_read():
+                # Woken by the tail (lines to write), not by a watch event nor the resync:
+                # write the transcript if due, without re-reading the Job and Pods, and let
+                # lines gather for a while (a chatty log must not turn into API reads).
+                await self.flush_transcript()
+                await asyncio.sleep(self.settings.transcript_flush_seconds)
+                if not self.must_read() and not self.writer_has_pending():
+                    await self.wait(self.settings.resync_seconds)
+                continue
             run = self.run()
             if run.spec.cancel_requested:
                 await self.finish(map_run_status(run, None, [], utcnow()))
@@ -390,6 +426,8 @@ class RunReconciler:
                         self.namespace, f"{names.LABEL_RUN}={self.name}"
                     )
             else:
+                self.ctx.changed.discard(self.key)
+                self.last_read = time.monotonic()
                 job = await self.kube.get_job(self.namespace, names.job_name(self.name))
                 pods = await self.kube.list_pods(self.namespace, f"{names.LABEL_RUN}={self.name}")
             run = self.effective_run()
@@ -401,8 +439,10 @@ class RunReconciler:
                 pending_timeout_seconds=self.settings.pending_timeout_seconds,
                 credentials_secret=self.settings.credentials_secret,
             )
-            waits_unexplained = (
-                job is not None and decision.phase == Phase.QUEUED and decision.reason is None
+            # nothing in the Job's or pod's status says why the pod is not running (yet)
+            waits_unexplained = job is not None and (
+                (decision.phase == Phase.QUEUED and decision.reason is None)
+                or decision.reason == Reason.PENDING_TIMEOUT
             )
             if waits_unexplained and job is not None:
                 events = await self.read_start_events(job, pick_pod(pods))
@@ -467,6 +507,19 @@ class RunReconciler:
             except KubeError as exc:
                 log.warning("events not read: %s", exc, extra=self.log_extra())
         return self.start_events
+
+    def must_read(self) -> bool:
+        """Must the next loop read the Job and Pods: a watch event of the run came, the
+        resync is due, or the tail ended (its end may decide the run)?"""
+        return (
+            self.key in self.ctx.changed
+            or time.monotonic() - self.last_read >= self.settings.resync_seconds
+            or self.tailer is None
+            or self.tailer.done()
+        )
+
+    def writer_has_pending(self) -> bool:
+        return self.writer is not None and self.writer.has_pending
 
     def effective_run(self) -> AgentRun:
         """The run as last seen, with what this task wrote applied (watch events may lag)."""
