@@ -180,6 +180,7 @@ def install() -> Iterator[Install]:
             "agentrun-api-tokens",
             f"--from-literal=e2e={token}",
         )
+        egress: list[str] = []
         if os.environ.get("OPENAI_API_KEY"):
             literals = [f"--from-literal=OPENAI_API_KEY={os.environ['OPENAI_API_KEY']}"]
             for extra in ("OPENAI_BASE_URL", "MODEL_NAME"):
@@ -191,6 +192,16 @@ def install() -> Iterator[Install]:
             literals = [
                 "--from-literal=OPENAI_API_KEY=stub-key",
                 f"--from-literal=OPENAI_BASE_URL=http://stub-llm.{namespace}.svc/v1",
+            ]
+            # Runner egress is closed by default: open the in-cluster stub LLM (the documented
+            # escape hatch for an in-cluster model server).
+            stub_peer = {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "agentrun-e2e-stub-llm"}}
+            }
+            egress = [
+                "--set-json",
+                "runner.networkPolicy.extraEgress="
+                + json.dumps([{"to": [stub_peer], "ports": [{"protocol": "TCP", "port": 8080}]}]),
             ]
         run(
             kubectl,
@@ -239,6 +250,7 @@ def install() -> Iterator[Install]:
             f"runner.image.tag={runner_image[1]}",
             "--set",
             f"runner.image.pullPolicy={pull}",
+            *egress,
             "--wait",
             "--timeout",
             "10m",
