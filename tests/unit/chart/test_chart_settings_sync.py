@@ -29,6 +29,8 @@ API_MAPPED: dict[str, str] = {
     "public_base_url": "publicBaseUrl",
     "webhook_policy": "webhookPolicy",
     "tokens_dir": "auth.existingSecret",  # the mounted tokens Secret (existing or generated)
+    "admin_tokens": "auth.adminTokens",
+    "read_token_keys_dir": "auth.readTokenKeys",  # the mounted keys Secret (existing or generated)
 }
 API_NOT_EXPOSED: dict[str, str] = {
     "namespace": "the release namespace (fieldRef): one API install serves one namespace",
@@ -36,7 +38,8 @@ API_NOT_EXPOSED: dict[str, str] = {
     "port": "8005, fixed by the contract",
     "kubeconfig": "in-cluster service account",
     "tokens": "dev/test only; the chart mounts a Secret (tokens_dir)",
-    "read_token_key": "derived from the mounted tokens, so replicas agree",
+    "read_token_key": "dev/test only; the chart mounts a keys Secret (read_token_keys_dir)",
+    "read_token_verify_keys": "dev/test only; the chart mounts a keys Secret (read_token_keys_dir)",
 }
 OPERATOR_MAPPED: dict[str, str] = {
     "namespaces": "watchNamespaces",
@@ -249,6 +252,9 @@ def test_api_env_is_complete_and_parses(
     assert settings.port == 8005
     assert settings.auth_enabled is True
     assert str(settings.tokens_dir) == "/var/run/agentrun/tokens"
+    assert str(settings.read_token_keys_dir) == "/var/run/agentrun/read-token-keys"
+    assert settings.admin_tokens == VALUES["auth"]["adminTokens"]
+    assert settings.max_queued_runs == 10_000
     assert settings.frameworks == VALUES["frameworks"]
     assert (
         settings.stream.heartbeat_seconds == VALUES["api"]["settings"]["stream"]["heartbeatSeconds"]
@@ -446,3 +452,25 @@ def test_chart_level_defaults_match_the_process_defaults() -> None:
     assert VALUES["timeoutMaxSeconds"] == operator.timeout_max_seconds == api.timeout_max_seconds
     assert VALUES["auth"]["enabled"] == api.auth_enabled
     assert VALUES["clusterWide"] == operator.cluster_wide
+
+
+def test_read_token_keys_are_a_secret_of_their_own(
+    render: Any, default_docs: list[Manifest]
+) -> None:
+    """The signing key is generated into its own Secret (so adding an API token never changes
+    it) and mounted where AGENTRUN_API_READ_TOKEN_KEYS_DIR points; existingSecret replaces it."""
+    import base64
+
+    secret = named(default_docs, "Secret", f"{FULLNAME}-read-token-keys")
+    assert len(base64.b64decode(secret["data"]["signing-key"])) == 64
+    tokens = named(default_docs, "Secret", f"{FULLNAME}-api-tokens")
+    assert "signing-key" not in tokens["data"]
+    spec = named(default_docs, "Deployment", f"{FULLNAME}-api")["spec"]["template"]["spec"]
+    volume = {"name": "read-token-keys", "secret": {"secretName": f"{FULLNAME}-read-token-keys"}}
+    assert volume in spec["volumes"]
+    docs = render(sets=("auth.readTokenKeys.existingSecret=my-keys", "auth.adminTokens={ops}"))
+    assert not [d for d in docs if d["metadata"]["name"] == f"{FULLNAME}-read-token-keys"]
+    deployment = named(docs, "Deployment", f"{FULLNAME}-api")
+    spec = deployment["spec"]["template"]["spec"]
+    assert {"name": "read-token-keys", "secret": {"secretName": "my-keys"}} in spec["volumes"]
+    assert container_env(deployment)["AGENTRUN_API_ADMIN_TOKENS"]["value"] == '["ops"]'
