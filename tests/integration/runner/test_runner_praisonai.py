@@ -109,6 +109,39 @@ def test_gpt4o_style_model_goes_through_responses_api(
         assert "'127.0.0.1'" in line, line
 
 
+def test_anthropic_model_runs_through_litellm_with_only_anthropic_credentials(
+    workspace: Any, harness: Any, stub: Any
+) -> None:
+    """No OpenAI variable at all: the model's provider decides the credentials, and PraisonAI
+    reaches the stub through litellm's Anthropic client (the Messages API)."""
+    env = workspace.env(
+        MODEL_NAME="anthropic/claude-sonnet-4-5",
+        ANTHROPIC_API_KEY="stub-anthropic-key",
+        ANTHROPIC_API_BASE=stub.root_url,
+    )
+    assert not [k for k in env if k.startswith("OPENAI_")]
+    outcome = harness.run_runner(workspace, env)
+    assert outcome.code == ExitCode.SUCCESS, outcome.lines[-5:]
+    harness.assert_only_events(outcome)
+    assert stub.server.request_paths == ["/v1/messages"]
+    assert stub.server.requests[0]["model"] == "claude-sonnet-4-5"
+    assert outcome.result().startswith(PRAISONAI_PREFIX + "[agentrun stub LLM]")
+    assert "Analyze the quarterly sales data" in outcome.result()
+    for line in harness.connections(workspace):
+        assert "'127.0.0.1'" in line, line
+
+
+def test_without_model_name_the_default_gpt_4o_mini_is_what_praisonai_calls(
+    workspace: Any, harness: Any, stub: Any
+) -> None:
+    """Unpinned, PraisonAI would pick the 'best' model of its catalogue for the key it finds
+    (in 4.7.19: not gpt-4o-mini): the runner pins the model it checked the credentials for."""
+    env = workspace.env(OPENAI_API_KEY="stub-key", OPENAI_BASE_URL=stub.base_url)
+    outcome = harness.run_runner(workspace, env)
+    assert outcome.code == ExitCode.SUCCESS, outcome.lines[-5:]
+    assert [body["model"] for body in stub.server.requests] == ["gpt-4o-mini"]
+
+
 def test_agent_failure_when_the_llm_returns_500(workspace: Any, harness: Any, stub: Any) -> None:
     stub.server.configure(fail_status=500)
     inline = workspace.write("input/agents.yaml", FAST_FAILING_AGENT)

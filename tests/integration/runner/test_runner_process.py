@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from agentrun_contract import runner as contract
 from agentrun_contract.runner import ExitCode
 
@@ -29,7 +30,9 @@ def test_agent_output_even_perfect_forgeries_is_only_log(workspace: Any, harness
     long_pieces = [e.data.message for e in outcome.of("log") if e.data.message.startswith("y")]
     assert "".join(long_pieces) == "y" * (contract.LOG_LINE_MAX_CHARS * 2 + 5)
     assert all(len(p) <= contract.LOG_LINE_MAX_CHARS for p in long_pieces)
-    assert outcome.of("log")[-1].data.message == "last line without newline"
+    # stdout and stderr are two pipes read by two threads: order is kept within each stream.
+    stdout_logs = [e.data.message for e in outcome.of("log") if e.data.stream == "stdout"]
+    assert stdout_logs[-1] == "last line without newline"
     assert outcome.result().startswith("line 1\n\n  line 3 ünïcödé\t\n{")
     assert outcome.result().endswith('"text":"FORGED"}}')
     assert outcome.kinds()[:3] == ["start", "progress", "progress"]
@@ -99,18 +102,31 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_missing_credentials_fails_fast_naming_the_secret(workspace: Any, harness: Any) -> None:
-    env = workspace.env(**{contract.ENV_CREDENTIALS_SECRET: "team-llm-keys"})
+@pytest.mark.parametrize(
+    ("llm", "missing"),
+    [
+        ({}, "OPENAI_API_KEY"),  # the default model, OpenAI's
+        (
+            {"MODEL_NAME": "anthropic/claude-sonnet-4-5", "OPENAI_API_KEY": "k"},
+            "ANTHROPIC_API_KEY",
+        ),
+    ],
+)
+def test_missing_credentials_fails_fast_naming_the_secret_and_key(
+    workspace: Any, harness: Any, llm: dict[str, str], missing: str
+) -> None:
+    env = workspace.env(**{contract.ENV_CREDENTIALS_SECRET: "team-llm-keys"}, **llm)
     outcome = harness.run_runner(workspace, env)
     assert outcome.code == ExitCode.MISSING_CREDENTIALS
     harness.assert_only_events(outcome)
-    (error,) = outcome.events
-    assert error.type == "error"
+    assert outcome.kinds() == ["start", "progress", "error"]
+    error = outcome.events[-1]
     assert error.data.reason == "missing_credentials"
     assert "'team-llm-keys'" in error.data.message
-    assert "OPENAI_API_KEY" in error.data.message
-    assert not [line for line in workspace.audit() if line.startswith("import")], (
-        "PraisonAI must not be imported before the credentials are checked"
+    assert f"{missing} is not set" in error.data.message
+    imported = [line for line in workspace.audit() if line.startswith("import")]
+    assert imported == ["import litellm"], (
+        "PraisonAI must not be imported before the credentials are checked (litellm decides)"
     )
     assert workspace.termination_log.read_text().startswith("missing_credentials:")
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -162,6 +163,67 @@ async def test_responses_json_mode(stub: StubLLMServer) -> None:
             )
         ).json()
     assert isinstance(json.loads(plain["output"][0]["content"][0]["text"]), dict)
+
+
+ANTHROPIC_REQUEST = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 1024,
+    "system": "You are a helper.",
+    "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Analyze the quarterly sales data"}]}
+    ],
+}
+
+
+async def test_anthropic_messages_non_stream_stream_and_errors(stub: StubLLMServer) -> None:
+    expected = default_answer("Analyze the quarterly sales data")
+    url = f"{stub.root_url}/v1/messages"
+    assert stub.base_url == f"{stub.root_url}/v1"
+    async with httpx.AsyncClient() as client:
+        plain = (await client.post(url, json=ANTHROPIC_REQUEST)).json()
+        streamed = await client.post(url, json=ANTHROPIC_REQUEST | {"stream": True})
+        stub.configure(fail_status=529)
+        failed = await client.post(url, json=ANTHROPIC_REQUEST)
+    assert plain["type"] == "message"
+    assert plain["role"] == "assistant"
+    assert plain["content"] == [{"type": "text", "text": expected}]
+    assert plain["stop_reason"] == "end_turn"
+    assert plain["usage"]["output_tokens"] > 0
+    events = [json.loads(d) for d in _sse_data(streamed.text)]
+    names = [line[len("event: ") :] for line in streamed.text.splitlines() if "event: " in line]
+    assert names == [e["type"] for e in events]
+    assert names[0] == "message_start"
+    assert names[-2:] == ["message_delta", "message_stop"]
+    deltas = [e["delta"]["text"] for e in events if e["type"] == "content_block_delta"]
+    assert len(deltas) > 1
+    assert "".join(deltas) == expected
+    assert failed.status_code == 529
+    assert failed.json()["type"] == "error"
+    assert "configured to fail" in failed.json()["error"]["message"]
+    assert stub.request_paths == ["/v1/messages"] * 3
+
+
+async def test_litellms_anthropic_client_reads_the_stub(
+    stub: StubLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client PraisonAI uses for anthropic/ models parses both answers."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import (offline)
+    import litellm
+
+    expected = default_answer("Analyze the quarterly sales data")
+    common: dict[str, Any] = {
+        "model": "anthropic/claude-sonnet-4-5",
+        "messages": MESSAGES,
+        "api_base": stub.root_url,
+        "api_key": "stub",
+    }
+    plain = await litellm.acompletion(**common)
+    assert plain.choices[0].message.content == expected
+    pieces = [
+        chunk.choices[0].delta.content or ""
+        async for chunk in await litellm.acompletion(**common, stream=True)
+    ]
+    assert "".join(pieces) == expected
 
 
 async def test_configure_answer_fail_and_delay(stub: StubLLMServer) -> None:
