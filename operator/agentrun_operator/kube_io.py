@@ -372,12 +372,16 @@ class Kube:
         *,
         since_seconds: int | None,
         read_timeout: float | None = None,
+        final: bool = True,
     ) -> AsyncIterator[str]:
         """Follow the container's log with timestamps, one decoded line at a time.
 
         Ends when the container ends (or the server closes the stream). A stream silent for
         ``read_timeout`` seconds raises ``TimeoutError``; a connection cut mid-stream raises
-        aiohttp's ``ClientPayloadError``/``ServerDisconnectedError``: the caller resumes."""
+        aiohttp's ``ClientPayloadError``/``ServerDisconnectedError``: the caller resumes.
+        A last line without its newline is yielded only if ``final`` (the container had ended
+        when the stream opened): otherwise it may be half a line cut by a closing server, to
+        be read whole on resume."""
         kwargs: Obj = {
             "container": container,
             "follow": True,
@@ -403,7 +407,7 @@ class Kube:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     yield line.decode("utf-8", errors="replace")
-            if buffer:
+            if buffer and final:
                 yield buffer.decode("utf-8", errors="replace")
         finally:
             response.release()

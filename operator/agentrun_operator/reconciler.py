@@ -691,6 +691,7 @@ class RunReconciler:
                 runner.CONTAINER_NAME,
                 since_seconds=since,
                 read_timeout=self.settings.log_read_timeout_seconds,
+                final=finished_before_open,
             ):
                 folder.feed(line)
                 kept += 1

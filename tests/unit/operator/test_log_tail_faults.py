@@ -80,6 +80,7 @@ class FakeKube:
         *,
         since_seconds: int | None,
         read_timeout: float | None = None,
+        final: bool = True,
     ) -> AsyncIterator[str]:
         assert pod == POD
         script = self.streams[min(self.opened, len(self.streams) - 1)]
@@ -275,3 +276,53 @@ async def test_after_a_restart_past_the_result_lines_the_stored_result_is_used()
         second.folder.feed(text)
     assert second.folder.result() is None  # the result lines are behind the position
     assert await second.known_result(second.run()) == "the answer"
+
+
+class CutContent:
+    """A response body a server closed cleanly in the middle of a line."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            yield piece
+
+
+class CutResponse:
+    status = 200
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.content = CutContent(pieces)
+
+    def release(self) -> None:
+        return None
+
+
+class CutCore:
+    async def read_namespaced_pod_log(self, *_: Any, **__: Any) -> CutResponse:
+        return CutResponse([START.encode() + b"\n" + LOG1.encode()[:40]])
+
+
+@pytest.mark.parametrize("final", [False, True])
+async def test_half_a_line_from_a_closing_server_is_never_kept_while_the_pod_runs(
+    final: bool,
+) -> None:
+    from agentrun_operator.kube_io import Kube
+    from kubernetes_asyncio import client
+
+    api = client.ApiClient(client.Configuration())
+    try:
+        kube = Kube(api)
+        kube._log_follow_core = lambda: CutCore()  # type: ignore[method-assign]
+        lines = [
+            text
+            async for text in kube.stream_pod_log(
+                "default", POD, "runner", since_seconds=None, final=final
+            )
+        ]
+    finally:
+        await api.close()
+    # Half of LOG1 would be folded as a raw log line, its timestamp would then skip the whole
+    # line on resume: it is kept only once the container has ended (its last line is final).
+    assert lines == ([START, LOG1[:40]] if final else [START])
