@@ -211,7 +211,10 @@ def missing_credentials_message(secret: str) -> str:
     """The sentence for a missing LLM credentials Secret."""
     return (
         f"the LLM credentials Secret is missing: create Secret {secret} in the run's namespace "
-        f"(kubectl create secret generic {secret} --from-literal=OPENAI_API_KEY=...)"
+        f"with MODEL_NAME and the keys of that model's provider, under litellm's names (e.g. "
+        f"kubectl create secret generic {secret} --from-literal=OPENAI_API_KEY=..., or "
+        f"--from-literal=MODEL_NAME=anthropic/claude-sonnet-4-5 "
+        f"--from-literal=ANTHROPIC_API_KEY=...)"
     )
 
 

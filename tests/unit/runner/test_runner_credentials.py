@@ -218,3 +218,14 @@ def test_provider_of_follows_litellm() -> None:
     assert provider_of("azure/d") == "azure"
     assert provider_of("ollama_chat/llama3.2") == "ollama_chat"
     assert provider_of("nonsense") is None
+
+
+def test_the_operators_missing_secret_message_does_not_assume_openai() -> None:
+    """When the Secret itself is missing the pod never starts and the operator says what to
+    create: the model's name and its provider's keys, not necessarily OpenAI's."""
+    from agentrun_operator.pod_start_problems import missing_credentials_message
+
+    message = missing_credentials_message("team-llm")
+    assert "create Secret team-llm" in message
+    assert contract.ENV_MODEL_NAME in message
+    assert "--from-literal=ANTHROPIC_API_KEY=" in message
