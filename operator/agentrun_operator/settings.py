@@ -173,7 +173,23 @@ class OperatorSettings(BaseSettings):
 
     # -- transcript and result
     transcript_flush_seconds: float = Field(
-        default=0.5, gt=0, description="How often buffered transcript events are written."
+        default=0.5,
+        gt=0,
+        description="Buffered transcript events are written once this old (within the "
+        "run's write budget).",
+    )
+    transcript_flush_bytes: int = Field(
+        default=8 * limits.KIB,
+        ge=256,
+        description="Buffered transcript events are written once they reach this many bytes "
+        "(within the run's write budget), whatever their age.",
+    )
+    transcript_write_budget_bytes_per_second: int = Field(
+        default=8 * limits.KIB,
+        ge=limits.KIB,
+        description="Per run: the average bytes per second of transcript chunks written to "
+        "the apiserver (each write replaces the open chunk whole); bursts up to two chunks. "
+        "Writes beyond it wait and are merged; status changes and the end are never held.",
     )
     transcript_cap_bytes: int = Field(
         default=limits.TRANSCRIPT_CAP_DEFAULT_BYTES,

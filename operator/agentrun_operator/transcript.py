@@ -116,11 +116,19 @@ class TranscriptWriter:
         self.gap_last_id: int | None = None
         self.gap_stored = False
         self.gap_dirty = False
+        self.gap_runner_seq = -1
+        self.gap_log_timestamp: str | None = None
         self.last_status: tuple[str, str | None] | None = None
         self.complete_event: StreamEvent | None = None
         self.bytes_written = 0
+        self.bytes_sent = 0
+        """Bytes of chunk content sent to the store (every rewrite of an open chunk counted)."""
         self._chunks: list[_Chunk] = []
-        self._pending: list[tuple[StreamEvent, int, str | None]] = []
+        self._pending: list[tuple[StreamEvent, int, str | None, str]] = []
+        """(event, runner seq, log timestamp, its line) of events not folded into a chunk."""
+        self._pending_bytes = 0
+        self._unwritten_bytes = 0
+        self._deletions: list[int] = []
 
     # -- recovery
     async def load(self) -> None:
@@ -166,6 +174,14 @@ class TranscriptWriter:
             self.gap_last_id = gap.last_event_id
             self.last_id = max(self.last_id, gap.last_event_id)
             self.dropped_bytes = _gap_dropped_bytes(gap)
+            # The dropped events were folded in: resume after them too.
+            self.gap_runner_seq, self.gap_log_timestamp = gap.runner_seq, gap.log_timestamp
+            self.runner_seq = max(self.runner_seq, gap.runner_seq)
+            if gap.log_timestamp and (
+                self.log_timestamp is None
+                or log_timestamp_ns(gap.log_timestamp) > log_timestamp_ns(self.log_timestamp)
+            ):
+                self.log_timestamp = gap.log_timestamp
 
     # -- appending
     @property
@@ -193,7 +209,9 @@ class TranscriptWriter:
             self.last_status = (str(data.get("status")), data.get("reason"))
         if event == "complete":
             self.complete_event = stream_event
-        self._pending.append((stream_event, self.runner_seq, self.log_timestamp))
+        line = stream_event.to_json_line() + "\n"
+        self._pending.append((stream_event, self.runner_seq, self.log_timestamp, line))
+        self._pending_bytes += len(line.encode())
         return stream_event
 
     def add_status(self, status: str, reason: str | None) -> StreamEvent | None:
@@ -212,7 +230,29 @@ class TranscriptWriter:
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        """Is anything not yet written: events, a changed chunk, a dropped chunk, the gap?"""
+        return bool(
+            self._pending or self._deletions or self.gap_dirty or any(c.dirty for c in self._chunks)
+        )
+
+    @property
+    def capped(self) -> bool:
+        """Has the cap dropped anything? From then on only the tail changes: it is written on
+        forced flushes only (see :meth:`flush`)."""
+        return self.gap_last_id is not None
+
+    @property
+    def unwritten_bytes(self) -> int:
+        """Bytes of events added since the last write."""
+        return self._unwritten_bytes + self._pending_bytes
+
+    def write_cost(self) -> int:
+        """Bytes the next write sends once :meth:`fold` ran: every changed chunk whole (a chunk
+        is replaced, not appended to), and the gap chunk if it changed."""
+        cost = sum(c.bytes for c in self._chunks if c.dirty)
+        if self.gap_dirty and self.gap_last_id is not None:
+            cost += len(self._gap_spec().events)
+        return cost
 
     # -- writing
     def _open_chunk(self) -> _Chunk:
@@ -225,12 +265,13 @@ class TranscriptWriter:
         self._chunks.append(chunk)
         return chunk
 
-    async def flush(self) -> int:
-        """Write buffered events; returns the bytes appended (0 if nothing was pending)."""
+    def fold(self) -> int:
+        """Move buffered events into chunks in memory and apply the cap there (nothing is
+        written); returns the bytes appended. Memory stays bounded by the cap however long
+        writes are deferred."""
         appended = 0
-        for event, seq, stamp in self._pending:
+        for event, seq, stamp, line in self._pending:
             chunk = self._open_chunk()
-            line = event.to_json_line() + "\n"
             size = len(line.encode())
             if not chunk.lines:
                 chunk.first_id = event.id
@@ -244,34 +285,52 @@ class TranscriptWriter:
             if chunk.bytes >= self.chunk_bytes:
                 chunk.sealed = True
         self._pending.clear()
-        if self.complete_event is not None and self._chunks:
+        self._pending_bytes = 0
+        if self.complete_event is not None and self._chunks and not self._chunks[-1].sealed:
             self._chunks[-1].sealed = True
             self._chunks[-1].dirty = True
-        for chunk in self._chunks:
-            if chunk.dirty:
-                await self.store.put_chunk(self._spec(chunk), create=not chunk.stored)
-                chunk.stored = True
-                chunk.dirty = False
-        await self._enforce_cap()
+        self._drop_over_cap()
+        self._unwritten_bytes += appended
         self.bytes_written += appended
         return appended
 
-    async def _enforce_cap(self) -> None:
+    async def flush(self) -> int:
+        """Write buffered events; returns the bytes appended (0 if nothing was pending)."""
+        appended = self.fold()
+        for chunk in self._chunks:
+            if chunk.dirty:
+                spec = self._spec(chunk)
+                await self.store.put_chunk(spec, create=not chunk.stored)
+                self.bytes_sent += chunk.bytes
+                chunk.stored = True
+                chunk.dirty = False
+        while self._deletions:
+            await self.store.delete_chunk(self._deletions[0])
+            self._deletions.pop(0)
+        if self.gap_dirty and self.gap_last_id is not None:
+            await self.store.put_chunk(self._gap_spec(), create=not self.gap_stored)
+            self.gap_stored = True
+            self.gap_dirty = False
+        self._unwritten_bytes = 0
+        return appended
+
+    def _drop_over_cap(self) -> None:
+        """Drop the oldest sealed non-head chunks while over the cap: a stored one is deleted
+        on the next write, one never written is simply forgotten (no write for it ever)."""
         while self._stored_bytes() > self.cap_bytes:
             victims = [c for c in self._chunks if c.sealed and not c.head]
             if not victims or victims[0] is self._chunks[-1]:
                 break
             victim = victims[0]
-            await self.store.delete_chunk(victim.index)
+            if victim.stored:
+                self._deletions.append(victim.index)
             self._chunks.remove(victim)
             self.dropped_bytes += victim.bytes
             self.dropped_events += len(victim.lines)
             self.gap_last_id = victim.last_id
+            self.gap_runner_seq = victim.runner_seq
+            self.gap_log_timestamp = victim.log_timestamp
             self.gap_dirty = True
-        if self.gap_dirty and self.gap_last_id is not None:
-            await self.store.put_chunk(self._gap_spec(), create=not self.gap_stored)
-            self.gap_stored = True
-            self.gap_dirty = False
 
     def _stored_bytes(self) -> int:
         return sum(c.bytes for c in self._chunks)
@@ -308,6 +367,8 @@ class TranscriptWriter:
             events=event.to_json_line() + "\n",
             sealed=True,
             gap=True,
+            runner_seq=self.gap_runner_seq,
+            log_timestamp=self.gap_log_timestamp,
         )
 
     def state(self) -> TranscriptState:
@@ -317,8 +378,59 @@ class TranscriptWriter:
             chunks=(self._chunks[-1].index + 1) if self._chunks else 0,
             bytes=self._stored_bytes(),
             dropped_bytes=self.dropped_bytes,
-            complete=self.complete_event is not None and not self._pending,
+            complete=self.complete_event is not None and not self.has_pending,
         )
+
+
+class FlushBudget:
+    """When a run's buffered transcript is written: by time, by size, within a byte budget.
+
+    Each write replaces the open chunk whole, so writing every few lines costs etcd the chunk
+    again and again (up to 32 KiB per write). A write is due when the events waiting are
+    ``interval_seconds`` old or reach ``size_bytes``, and is then made only if the run's
+    budget allows it: a token bucket of ``bytes_per_second`` (refilled continuously, holding
+    at most ``burst_bytes``) pays for every byte sent. A write larger than the bucket waits
+    for a full bucket and leaves it in debt, so the long-run rate never exceeds the budget;
+    events keep accumulating meanwhile and go out in one larger, cheaper write. Writes the
+    caller forces (status changes, the end) are paid for but never refused.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval_seconds: float,
+        size_bytes: int,
+        bytes_per_second: float,
+        burst_bytes: int,
+    ) -> None:
+        self.interval_seconds = interval_seconds
+        self.size_bytes = size_bytes
+        self.bytes_per_second = bytes_per_second
+        self.burst_bytes = burst_bytes
+        self.tokens = float(burst_bytes)
+        self.last_write = float("-inf")
+        self._refilled: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self._refilled is not None:
+            gained = (now - self._refilled) * self.bytes_per_second
+            self.tokens = min(float(self.burst_bytes), self.tokens + gained)
+        self._refilled = now
+
+    def due(self, *, unwritten_bytes: int, cost_bytes: int, now: float) -> bool:
+        """May a write of ``cost_bytes`` go now, with ``unwritten_bytes`` of new events?"""
+        if cost_bytes <= 0:
+            return False
+        if unwritten_bytes < self.size_bytes and now - self.last_write < self.interval_seconds:
+            return False
+        self._refill(now)
+        return self.tokens >= min(cost_bytes, self.burst_bytes)
+
+    def spent(self, cost_bytes: int, now: float) -> None:
+        """A write of ``cost_bytes`` was made (forced or due)."""
+        self._refill(now)
+        self.tokens -= cost_bytes
+        self.last_write = now
 
 
 def _gap_dropped_bytes(gap: AgentRunTranscriptSpec) -> int:
