@@ -8,10 +8,12 @@ Order matters:
    tini, re-exec under tini when the image has it (the Job overrides the image's ENTRYPOINT with
    an explicit ``command``, so tini is put back in front here).
 2. Environment: telemetry off, TMPDIR/HOME, tiktoken cache (agentrun_runner.environment).
-3. Inputs and credentials, checked before PraisonAI is imported: failures are ``error`` events
-   with reason bad_input / missing_credentials and their exit codes.
-4. The agent's fds 1 and 2 are captured (agentrun_runner.capture); the agent runs; the result
-   is written as ``result`` events; the termination message gets a short summary.
+3. Inputs, checked before anything heavy is imported: a failure is an ``error`` event with
+   reason bad_input and its exit code. Then the ``start`` event.
+4. The agent's fds 1 and 2 are captured (agentrun_runner.capture); the LLM credentials are
+   checked for the provider of each model the run calls (agentrun_runner.credentials, through
+   litellm; reason missing_credentials), then PraisonAI is imported and the agent runs; the
+   result is written as ``result`` events; the termination message gets a short summary.
 
 Exit codes: agentrun_contract.runner.ExitCode. The process ends with ``os._exit`` so that no
 thread or ``atexit`` hook left behind by the agent's libraries can delay or alter the exit.
