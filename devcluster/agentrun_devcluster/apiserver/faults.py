@@ -167,6 +167,9 @@ class ChaosConfig:
     seed: int
     rate: float = 0.02
     """Probability that a client request gets one of the enabled request faults."""
+    log_rate: float | None = None
+    """Probability for a pod-log follow (None: ``rate``): a run has one follow and many
+    writes, so log faults need their own rate to be seen often."""
     interval_seconds: float = 20.0
     """Mean seconds between two actions (restart, compact), exponentially distributed."""
     hang_seconds: float = 20.0
@@ -185,8 +188,9 @@ class ChaosConfig:
 
     def describe(self) -> str:
         names = ",".join(sorted(f.value for f in self.faults))
+        log_rate = f" log_rate={self.log_rate}" if self.log_rate is not None else ""
         return (
-            f"faults={names} seed={self.seed} rate={self.rate} "
+            f"faults={names} seed={self.seed} rate={self.rate}{log_rate} "
             f"interval={self.interval_seconds}s hang={self.hang_seconds}s "
             f"down={self.down_seconds}s"
         )
@@ -281,12 +285,13 @@ class APIFaultInjector:
             chaos = self._chaos
             if chaos is None:
                 return None
-            candidates = [f for f in chaos.config.request_faults if applies(f, info)]
-            if not candidates or chaos.rng.random() >= chaos.config.rate:
+            cfg = chaos.config
+            candidates = [f for f in cfg.request_faults if applies(f, info)]
+            rate = cfg.log_rate if info.log_follow and cfg.log_rate is not None else cfg.rate
+            if not candidates or chaos.rng.random() >= rate:
                 return None
             fault = chaos.rng.choice(candidates)
             self.fired[fault.value] += 1
-            cfg = chaos.config
             return APIFaultRule(
                 fault,
                 seconds=cfg.hang_seconds,

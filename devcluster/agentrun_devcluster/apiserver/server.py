@@ -863,7 +863,10 @@ class EmulatedAPIServer:
         response = web.StreamResponse(status=200)
         response.content_type = "text/plain"
         response.enable_chunked_encoding()
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionResetError:
+            return response  # the client went away before the answer (e.g. its timeout)
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
