@@ -189,9 +189,12 @@ class RunsRepository:
         raise Conflict(409, "Conflict", f"run {name} kept changing while being cancelled")
 
     async def delete(self, name: str, uid: str | None = None) -> None:
-        """Delete the run; its Job, pod, input, transcript and result go with it (owner refs,
-        background cascade). Raises NotFound; with ``uid``, Conflict when the run under that
-        name is another incarnation (a delete precondition)."""
+        """Delete the run; its Job, pod, input, transcript and result go with it (owner refs).
+
+        Foreground: the run keeps a deletionTimestamp until everything it owns is gone, so a new
+        run under the same Idempotency-Key (409 + Retry-After meanwhile) can never meet the old
+        run's Job or input Secret. Raises NotFound; with ``uid``, Conflict when the run under
+        that name is another incarnation (a delete precondition)."""
         preconditions = client.V1Preconditions(uid=uid) if uid else None
         await kube_call(
             self._api.delete_namespaced_custom_object(
@@ -201,7 +204,7 @@ class RunsRepository:
                 PLURAL,
                 name,
                 body=client.V1DeleteOptions(
-                    propagation_policy="Background", preconditions=preconditions
+                    propagation_policy="Foreground", preconditions=preconditions
                 ),
             )
         )

@@ -240,3 +240,53 @@ def test_links_follow_a_trusted_proxy_only(cluster: ClusterThread, namespace: st
     finally:
         trusted.stop()
         default.stop()
+
+
+def test_delete_is_foreground_so_a_reused_key_never_meets_the_old_runs_objects(
+    http: httpx.Client, cluster: ClusterThread, namespace: str
+) -> None:
+    key = {"Idempotency-Key": "foreground"}
+    job_id = submit(http, {"prompt": "x"}, **key).json()["job_id"]
+    run = get_agentrun(cluster, namespace, job_id)
+    secret_url = f"{cluster.base_url}/api/v1/namespaces/{namespace}/secrets"
+    owned = httpx.post(
+        secret_url,
+        json={
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": f"{run['metadata']['name']}-input",
+                "finalizers": ["agentrun.test/hold"],  # a dependent slow to go, as a Job's pod
+                "ownerReferences": [
+                    {
+                        "apiVersion": "agentrun.dev/v1alpha1",
+                        "kind": "AgentRun",
+                        "name": run["metadata"]["name"],
+                        "uid": run["metadata"]["uid"],
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "stringData": {"prompt": "x"},
+        },
+        timeout=10,
+    )
+    assert owned.status_code == 201, owned.text
+    finish(cluster, namespace, job_id)
+    assert http.delete(f"{RUNS}/{job_id}").status_code == 204
+    held = get_agentrun(cluster, namespace, job_id)["metadata"]
+    assert held.get("deletionTimestamp")
+    assert "foregroundDeletion" in held.get("finalizers", [])
+    assert_error(http.get(f"{RUNS}/{job_id}"), 404)
+    refused = submit(http, {"prompt": "x"}, **key)
+    assert_error(refused, 409, "being deleted")
+    released = httpx.patch(
+        f"{secret_url}/{run['metadata']['name']}-input",
+        json={"metadata": {"finalizers": None}},
+        headers={"Content-Type": "application/merge-patch+json"},
+        timeout=10,
+    )
+    assert released.status_code == 200, released.text
+    again = eventually(lambda: (r := submit(http, {"prompt": "x"}, **key)).status_code == 202 and r)
+    assert again.json()["job_id"] == job_id
+    assert get_agentrun(cluster, namespace, job_id)["metadata"]["uid"] != run["metadata"]["uid"]
