@@ -12,15 +12,31 @@ operator is not the bottleneck when its throughput is close to that baseline.
 Only the apiserver runs (no Job controller or kubelet): pods would measure process spawning,
 not the operator. The concurrency limit is raised so admission never holds runs back.
 
-    python bench/bench_operator.py            # full: 20, 50, 100 runs/s for 10 s; 10,000 stored
-    python bench/bench_operator.py --smoke    # CI: 20 runs/s for 2 s; 300 stored
+Then the scale run (``--queued N --running M``): N + M AgentRuns at once, at most M running
+(``maxConcurrentRuns``), on the emulated cluster with its Job controller and kubelet; each runner
+is a shell script that prints two log lines a second (and a progress event every five) for a
+while, then its result, so finished runs keep admitting queued ones. Leader election is on.
+Over a steady window it prints: the operator's CPU per second, event-loop lag p99 (the latency of
+``/livez``, served on the operator's loop), Lease renew interval p99 and any renewal missed, RSS,
+and per finished run the apiserver requests and the bytes the operator sent (counted by the
+emulator), with the transcript bytes the runs produced for comparison. The admission itself is
+measured in-process at the same queue size against the algorithm it replaced (sort the waiting
+runs on every check, each queued run checking every resync).
+
+    python bench/bench_operator.py            # full: 20, 50, 100 runs/s for 10 s; 10,000 stored;
+                                              # scale: 10,000 queued, 100 running
+    python bench/bench_operator.py --smoke    # CI: 20 runs/s for 2 s; 300 stored; 200 queued, 10 running
+    python bench/bench_operator.py --queued 10000 --running 100 --scale-only
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
 import json
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -29,7 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from agentrun_devcluster.apiserver.traffic import Traffic, TrafficCounter
 from agentrun_devcluster.system import (
+    ControlledCluster,
     free_port,
     operator_env,
     start_process,
@@ -37,11 +55,14 @@ from agentrun_devcluster.system import (
     wait_http_ok,
 )
 from agentrun_devcluster.testing import ClusterThread
+from agentrun_operator.admission import Admission
 
 NS = "default"
 RUNS = f"/apis/agentrun.dev/v1alpha1/namespaces/{NS}/agentruns"
 JOBS = f"/apis/batch/v1/namespaces/{NS}/jobs"
 CLK = os.sysconf("SC_CLK_TCK")
+OPERATOR_TOKEN = "agentrun-dev-token"
+"""The token of the emulator's kubeconfig, which the operator uses."""
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -57,11 +78,17 @@ def proc_rss_mib(pid: int) -> float:
 
 
 def operator_requests(metrics_url: str) -> float:
+    return metric_sum(metrics_url, "agentrun_operator_api_requests_total")
+
+
+def metric_sum(metrics_url: str, name: str) -> float:
+    """The sum of a Prometheus metric's samples over all label sets."""
     text = httpx.get(metrics_url, timeout=5).text
+    total = 0.0
     for line in text.splitlines():
-        if line.startswith("agentrun_operator_api_requests_total "):
-            return float(line.split()[1])
-    return 0.0
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 class JobWatcher:
@@ -191,8 +218,20 @@ def start_operator(kubeconfig: Path, workdir: Path) -> tuple[Any, int, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="CI size")
+    parser.add_argument("--queued", type=int, help="scale run: queued AgentRuns")
+    parser.add_argument("--running", type=int, help="scale run: maxConcurrentRuns")
+    parser.add_argument("--window", type=float, help="scale run: seconds measured")
+    parser.add_argument("--scale-only", action="store_true", help="only the scale run")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    queued = args.queued if args.queued is not None else (200 if args.smoke else 10_000)
+    running = args.running if args.running is not None else (10 if args.smoke else 100)
+    window = args.window if args.window is not None else (10.0 if args.smoke else 60.0)
+    run_seconds = 4 if args.smoke else 20
+    settle_cap = 60.0 if args.smoke else 300.0
+    if args.scale_only:
+        scale(queued, running, window, run_seconds, settle_cap)
+        return 0
     rates = [20.0] if args.smoke else [20.0, 50.0, 100.0]
     seconds = 2.0 if args.smoke else 10.0
     stored = 300 if args.smoke else 10_000
@@ -262,7 +301,301 @@ def main() -> int:
             )
         finally:
             stop_process(proc)
+    scale(queued, running, window, run_seconds, settle_cap)
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Scale: N queued and M running
+
+
+def runner_script(seconds: int) -> str:
+    """A runner that speaks the event format from sh (no Python per pod): two log lines a
+    second, a progress event every five, then its result."""
+    return (
+        "seq=0\n"
+        'emit() { printf \'{"agentrun":1,"type":"%s","run_id":"%s","nonce":"%s",'
+        '"seq":%d,"ts":"2026-01-01T00:00:00Z","data":%s}\\n\' "$1" "$AGENTRUN_RUN_ID" '
+        '"$AGENTRUN_NONCE" "$seq" "$2"; seq=$((seq+1)); }\n'
+        'emit start \'{"framework":"praisonai"}\'\n'
+        "i=0\n"
+        f'while [ "$i" -lt {seconds} ]; do\n'
+        '  emit log "{\\"message\\":\\"step $i: the agent reads the quarterly sales data '
+        'and thinks about it\\",\\"stream\\":\\"stdout\\"}"\n'
+        '  emit log "{\\"message\\":\\"step $i: tool call returned 42 rows\\",'
+        '\\"stream\\":\\"stdout\\"}"\n'
+        '  if [ $((i % 5)) -eq 0 ]; then emit progress "{\\"percentage\\":'
+        f'$((i * 100 / {seconds})),\\"current_step\\":\\"step $i\\"}}"; fi\n'
+        "  i=$((i+1))\n"
+        "  sleep 1\n"
+        "done\n"
+        'emit result \'{"index":0,"count":1,"text":"the bench result"}\'\n'
+    )
+
+
+class Sampler:
+    """From its own thread: /livez latency (the operator's loop lag, plus a local HTTP round
+    trip), Lease renewals as observed, the operator's RSS."""
+
+    def __init__(self, pid: int, health_url: str, base_url: str, lease: str) -> None:
+        self.pid = pid
+        self.health_url = health_url
+        self.lease_url = f"{base_url}/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{lease}"
+        self.livez_ms: list[float] = []
+        self.renewals: list[float] = []  # monotonic time each new renewTime was first seen
+        self.rss: list[float] = []
+        self.holders: set[str] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        last_renew = None
+        next_lease = next_rss = 0.0
+        with httpx.Client(timeout=10) as http:
+            while not self.stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    http.get(self.health_url).raise_for_status()
+                    self.livez_ms.append((time.monotonic() - t0) * 1000)
+                except httpx.HTTPError:
+                    self.livez_ms.append(10_000.0)
+                now = time.monotonic()
+                if now >= next_lease:
+                    next_lease = now + 0.2
+                    try:
+                        spec = http.get(self.lease_url).json().get("spec") or {}
+                    except (httpx.HTTPError, ValueError):
+                        spec = {}
+                    renew = spec.get("renewTime")
+                    if renew and renew != last_renew:
+                        last_renew = renew
+                        self.renewals.append(time.monotonic())
+                        self.holders.add(str(spec.get("holderIdentity")))
+                if now >= next_rss:
+                    next_rss = now + 1.0
+                    self.rss.append(proc_rss_mib(self.pid))
+                self.stop.wait(max(0.0, 0.1 - (time.monotonic() - t0)))
+
+
+def create_runs(base_url: str, count: int) -> float:
+    """Create ``count`` AgentRuns as fast as one client can; returns the seconds it took."""
+    t0 = time.monotonic()
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        for i in range(count):
+            http.post(RUNS, json=agentrun(f"s-{i:05d}")).raise_for_status()
+    return time.monotonic() - t0
+
+
+def operator_traffic(traffic: TrafficCounter) -> Traffic:
+    """Everything the operator process sent and received (its kubeconfig's token: kopf, its
+    API clients), without the dev cluster's controllers (a token of their own) nor this
+    benchmark (no token)."""
+    return traffic.total(user=OPERATOR_TOKEN)
+
+
+def request_kinds(traffic: TrafficCounter) -> dict[str, int]:
+    """The operator's requests by "verb resource"."""
+    kinds: dict[str, int] = {}
+    for (user, _, verb, resource), entry in list(traffic.entries.items()):
+        if user == OPERATOR_TOKEN:
+            kinds[f"{verb} {resource}"] = kinds.get(f"{verb} {resource}", 0) + entry.requests
+    return kinds
+
+
+def written_to(traffic: TrafficCounter, resource: str) -> int:
+    return traffic.total(
+        user=OPERATOR_TOKEN,
+        verbs=frozenset({"create", "update", "patch"}),
+        resource=resource,
+    ).request_bytes
+
+
+def admission_comparison(queued: int, running: int, resync: float) -> tuple[float, float]:
+    """CPU seconds per second of admission with ``queued`` waiting and ``running`` slots, a
+    slot freeing every ``1/running``-th of a second: (this admission, the replaced one).
+
+    The replaced one: every queued run's task called try_admit every ``resync`` seconds, and
+    each call sorted all waiting runs and looked the name up in the sorted list."""
+    rng = random.Random(1)
+    names = [f"run-{i:06d}" for i in range(queued)]
+    keys = {n: (float(1_700_000_000 + i // 7), n) for i, n in enumerate(names)}
+
+    # The replaced algorithm: checks per second = queued / resync.
+    waiting = dict(keys)
+    checks = max(1, int(queued / resync))
+    t0 = time.process_time()
+    for _ in range(checks):
+        name = rng.choice(names)
+        order = [n for n, _ in sorted(waiting.items(), key=lambda kv: kv[1])]
+        if name in order:
+            order.index(name)
+    old = time.process_time() - t0
+
+    # This one: per second, ``running / run seconds`` slots free; each wakes the head,
+    # which is admitted; new runs join at the tail. Measured for one simulated second with
+    # a slot freeing 10 times a second per 100 running (runs of ~10 s).
+    async def one_second() -> float:
+        woken: list[str] = []
+        admission = Admission(NS, running, _NoJobs(), woken.append)  # type: ignore[arg-type]
+        admission.primed = True
+        for n in names:
+            admission.enqueue(n, keys[n])
+        head = list(names[:running])
+        for n in head:
+            assert await admission.try_admit(n)
+            admission.created(n, {"metadata": {"name": n}, "status": {}})
+        frees = max(1, running // 10)
+        t1 = time.process_time()
+        for k in range(frees):
+            done = head[k]
+            admission.observe_job(done, None)
+            admission.notify()
+            for n in list(woken):
+                if await admission.try_admit(n):
+                    admission.created(n, {"metadata": {"name": n}, "status": {}})
+            woken.clear()
+            newcomer = f"new-{k:06d}"
+            admission.enqueue(newcomer, (2_000_000_000.0, newcomer))
+            admission.position(newcomer)
+        return time.process_time() - t1
+
+    new = asyncio.run(one_second())
+    return new, old
+
+
+class _NoJobs:
+    async def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return []
+
+
+def scale(queued: int, running: int, window: float, run_seconds: int, settle_cap: float) -> None:
+    total = queued + running
+    new_cpu, old_cpu = admission_comparison(queued, running, resync=10.0)
+    print(
+        f"admission CPU per second at {queued} queued, {running} slots: "
+        f"{new_cpu * 1000:.3f} ms/s (replaced algorithm: {old_cpu * 1000:.1f} ms/s, "
+        f"{old_cpu / max(new_cpu, 1e-9):.0f}x)"
+    )
+    traffic = TrafficCounter()
+    cluster = ControlledCluster()
+    cluster.server.add_middleware(traffic.middleware)
+    workdir = Path(tempfile.mkdtemp(prefix="agentrun-bench-scale-"))
+    with cluster:
+        base = cluster.base_url
+        httpx.post(
+            f"{base}/api/v1/namespaces/{NS}/secrets",
+            json={
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "agentrun-llm-credentials"},
+                "stringData": {"OPENAI_API_KEY": "bench-not-a-key"},
+            },
+        ).raise_for_status()
+        created_in = create_runs(base, total)
+        health, metrics_port = free_port(), free_port()
+        env = operator_env(
+            kubeconfig=cluster.kubeconfig,
+            namespace=NS,
+            public_base_url="http://127.0.0.1:9",
+            runner_command=["sh", "-c", runner_script(run_seconds)],
+            health_port=health,
+            metrics_port=metrics_port,
+        )
+        env.update(
+            {
+                "AGENTRUN_OPERATOR_MAX_CONCURRENT_RUNS": str(running),
+                "AGENTRUN_OPERATOR_LOG_LEVEL": "WARNING",
+                "AGENTRUN_OPERATOR_LEADER_ELECTION__LEASE_DURATION_SECONDS": "10",
+                "AGENTRUN_OPERATOR_LEADER_ELECTION__RENEW_SECONDS": "2",
+                "AGENTRUN_OPERATOR_LEADER_ELECTION__RETRY_SECONDS": "1",
+                "AGENTRUN_OPERATOR_TERMINATION_GRACE_PERIOD_SECONDS": "2",
+            }
+        )
+        proc = start_process(
+            [sys.executable, "-m", "agentrun_cli.main", "operator"], env, workdir / "op.log"
+        )
+        try:
+            wait_http_ok(f"http://127.0.0.1:{health}/livez", 60, proc, workdir / "op.log")
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+            t_start = time.monotonic()
+            # Start-up: every run seen, the queued ones written Queued once.
+            while time.monotonic() - t_start < settle_cap:
+                depth = metric_sum(metrics_url, "agentrun_operator_queue_depth")
+                if depth >= 0.9 * queued:
+                    break
+                time.sleep(1.0)
+            r0 = operator_requests(metrics_url)
+            time.sleep(2.0)
+            while time.monotonic() - t_start < settle_cap:
+                r1 = operator_requests(metrics_url)
+                if r1 - r0 < 2.0 * 12 * running:  # down to the steady rate
+                    break
+                r0 = r1
+                time.sleep(2.0)
+            startup = time.monotonic() - t_start
+            sampler = Sampler(
+                proc.pid, f"http://127.0.0.1:{health}/livez", base, "agentrun-operator"
+            )
+            before = operator_traffic(traffic)
+            kinds0 = request_kinds(traffic)
+            transcripts0 = written_to(traffic, "agentruntranscripts")
+            status0 = written_to(traffic, "agentruns/status")
+            finished0 = metric_sum(metrics_url, "agentrun_operator_runs_finished_total")
+            appended0 = metric_sum(metrics_url, "agentrun_operator_transcript_bytes_written_total")
+            cpu0 = proc_cpu_seconds(proc.pid)
+            sampler.start()
+            time.sleep(window)
+            sampler.stop.set()
+            sampler.thread.join()
+            cpu = proc_cpu_seconds(proc.pid) - cpu0
+            after = operator_traffic(traffic)
+            kinds = request_kinds(traffic)
+            finished = metric_sum(metrics_url, "agentrun_operator_runs_finished_total") - finished0
+            appended = (
+                metric_sum(metrics_url, "agentrun_operator_transcript_bytes_written_total")
+                - appended0
+            )
+            transcripts = written_to(traffic, "agentruntranscripts") - transcripts0
+            status = written_to(traffic, "agentruns/status") - status0
+            depth = metric_sum(metrics_url, "agentrun_operator_queue_depth")
+        finally:
+            stop_process(proc)
+
+    runs = max(finished, 1.0)
+    renew_gaps = [b - a for a, b in itertools.pairwise(sampler.renewals)]
+    missed = sum(1 for g in renew_gaps if g > 10.0)
+    print(
+        f"scale: {queued} queued + {running} running (created in {created_in:.1f} s; "
+        f"operator start-up {startup:.1f} s); steady window {window:.0f} s, "
+        f"{finished:.0f} runs finished, {depth:.0f} still queued"
+    )
+    print(f"  operator CPU            {cpu / window:.3f} s/s")
+    print(
+        f"  event-loop lag p99      {pct(sampler.livez_ms, 0.99):.1f} ms (/livez latency; "
+        f"p50 {pct(sampler.livez_ms, 0.5):.1f} ms, {len(sampler.livez_ms)} samples)"
+    )
+    print(
+        f"  Lease renew p99         {pct(renew_gaps, 0.99):.2f} s (every 2 s nominal; "
+        f"{len(renew_gaps)} renewals, {missed} missed, holders {len(sampler.holders)})"
+    )
+    print(f"  RSS                     {max(sampler.rss, default=0.0):.1f} MiB (max)")
+    print(
+        f"  apiserver requests/run  {(after.requests - before.requests) / runs:.1f} "
+        f"(bytes sent/run {(after.request_bytes - before.request_bytes) / runs / 1024:.1f} KiB, "
+        f"received/run {(after.response_bytes - before.response_bytes) / runs / 1024:.1f} KiB)"
+    )
+    per_kind = sorted(
+        ((n - kinds0.get(k, 0)) / runs, k) for k, n in kinds.items() if n > kinds0.get(k, 0)
+    )[::-1]
+    print("  requests/run by kind    " + ", ".join(f"{k} {n:.1f}" for n, k in per_kind[:8]))
+    print(
+        f"  transcript bytes/run    written {transcripts / runs / 1024:.1f} KiB for "
+        f"{appended / runs / 1024:.1f} KiB of events ({transcripts / max(appended, 1):.2f}x); "
+        f"status patches {status / runs / 1024:.1f} KiB/run"
+    )
 
 
 if __name__ == "__main__":

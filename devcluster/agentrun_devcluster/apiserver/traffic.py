@@ -2,7 +2,8 @@
 
 :class:`TrafficCounter` is an aiohttp middleware (install it with
 :meth:`~agentrun_devcluster.apiserver.server.EmulatedAPIServer.add_middleware` before start).
-Each resource request adds to one :class:`Traffic` entry keyed by the client (its User-Agent's
+Each resource request adds to one :class:`Traffic` entry keyed by the user (the bearer token:
+the dev cluster's own controllers use a token of their own), the client (its User-Agent's
 product: ``kopf``, ``OpenAPI-Generator`` for kubernetes_asyncio, ``python-httpx``...), the RBAC
 verb (``list``/``watch`` told apart as the real apiserver does) and the resource: the number of
 requests, the request body bytes (what a writer costs etcd) and the response body bytes (what
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .audit import request_attributes
+from .audit import bearer_token, request_attributes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -33,8 +34,8 @@ class Traffic:
     """The query strings of list and watch requests (selectors, resourceVersion...)."""
 
 
-TrafficKey = tuple[str, str, str]
-"""(client, verb, resource[/subresource])."""
+TrafficKey = tuple[str, str, str, str]
+"""(user, client, verb, resource[/subresource])."""
 
 
 def client_of(user_agent: str) -> str:
@@ -54,13 +55,16 @@ class TrafficCounter:
     def total(
         self,
         *,
+        user: str | None = None,
         client: str | None = None,
         verbs: frozenset[str] | None = None,
         resource: str | None = None,
     ) -> Traffic:
         """The sum over the entries that match every given filter."""
         out = Traffic()
-        for (who, verb, res), traffic in list(self.entries.items()):
+        for (token, who, verb, res), traffic in list(self.entries.items()):
+            if user is not None and token != user:
+                continue
             if client is not None and who != client:
                 continue
             if verbs is not None and verb not in verbs:
@@ -75,10 +79,13 @@ class TrafficCounter:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        attributes = request_attributes("", request.method, request.path, request.query)
+        attributes = request_attributes(
+            bearer_token(request), request.method, request.path, request.query
+        )
         if attributes is None:
             return await handler(request)
         key = (
+            attributes.user,
             client_of(request.headers.get("User-Agent", "")),
             attributes.verb,
             attributes.rbac_resource,
