@@ -13,8 +13,14 @@ Two pure-logic pieces and a storage protocol:
   folded in (same or older kubelet timestamp; ``sinceTime`` has one-second resolution, so a
   resumed tail repeats lines) are skipped.
 
-Every chunk stores the runner ``seq`` and the pod-log timestamp reached at its last event, so the
-stored chunks alone say where to resume: nothing is written twice, nothing is lost.
+Every chunk stores the runner ``seq`` and the pod-log timestamp reached at its last event (the gap
+chunk: those of the last dropped event), so the stored chunks alone say where to resume: nothing
+is written twice, nothing is lost.
+
+What it costs etcd: a write replaces the open chunk whole, so writes are batched
+(:class:`FlushBudget`: by age and size, within a per-run byte budget), and :meth:`fold` applies
+the cap in memory, so past the cap the dropped middle is never written at all: the caller writes
+a capped transcript only when it must (a status change, the end), and then only its tail.
 """
 
 from __future__ import annotations
