@@ -1,4 +1,10 @@
-"""``agentrun api``: serve the HTTP API with uvicorn (one worker) and metrics on their own port.
+"""``agentrun api``: serve the HTTP API with uvicorn and metrics on their own port.
+
+With ``workers`` > 1 the port is bound once and shared by that many worker processes (the kernel
+spreads connections). Each worker is a whole API process: its own app, run cache and stream hub
+(one transcript watch per streamed run per worker) and its metrics on ``metrics_port + index``.
+The parent only supervises: it forwards SIGTERM/SIGINT, and if a worker exits on its own it stops
+the others and exits 1, so Kubernetes restarts the pod whole.
 
 Shutdown (SIGTERM/SIGINT): ``app.state.shutting_down`` is set first, so open SSE streams end
 cleanly and new ones are refused (:mod:`agentrun_api.streaming` watches it); then uvicorn stops
@@ -8,19 +14,22 @@ accepting, gives open requests ``shutdown_grace_seconds``, and runs the lifespan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import socket
 import sys
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from prometheus_client import start_http_server
 
-from agentrun_api.app import create_app
 from agentrun_api.settings import APISettings, load_settings
 
 log = logging.getLogger("agentrun.api")
@@ -88,7 +97,12 @@ class _APIServer(uvicorn.Server):
             self._captured_signals.remove(sig)
 
 
-def build_server(settings: APISettings) -> _APIServer:
+def build_server(settings: APISettings, *, metrics_port: int | None = None) -> _APIServer:
+    """The server of one API process; ``metrics_port`` overrides ``settings.metrics_port``
+    (a worker's own port)."""
+    # Imported here: a workers' parent only supervises and never loads the app (~100 MiB).
+    from agentrun_api.app import create_app
+
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -103,33 +117,119 @@ def build_server(settings: APISettings) -> _APIServer:
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
-    if settings.metrics_port:
-        start_http_server(
-            settings.metrics_port, addr=settings.host, registry=app.state.metrics.registry
-        )
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    if port:
+        start_http_server(port, addr=settings.host, registry=app.state.metrics.registry)
     return _APIServer(config, app.state.shutting_down)
+
+
+def _serve(
+    settings: APISettings,
+    *,
+    sockets: list[socket.socket] | None = None,
+    metrics_port: int | None = None,
+) -> int:
+    """Run one API process until stopped: 0 after a clean shutdown, 1 if it never started, 2
+    for a configuration a person must fix."""
+    try:
+        server = build_server(settings, metrics_port=metrics_port)
+    except ValueError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 2
+    server.run(sockets)
+    return 0 if server.started else 1
 
 
 def run_api() -> int:
     """Serve until stopped; the exit code is 0 after a clean shutdown."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    try:
-        server = build_server(settings)
-    except ValueError as exc:  # a configuration a person must fix
-        log.error("cannot start", extra={"error": str(exc)})
-        return 2
     log.info(
         "agentrun api starting",
         extra={
             "port": settings.port,
             "namespace": settings.namespace,
             "auth": settings.auth_enabled,
+            "workers": settings.workers,
         },
     )
-    server.run()
-    log.info("agentrun api stopped")
-    return 0 if server.started else 1
+    code = _serve(settings) if settings.workers == 1 else run_workers(settings)
+    log.info("agentrun api stopped", extra={"exit_code": code})
+    return code
+
+
+def worker_metrics_port(settings: APISettings, index: int) -> int:
+    """Worker ``index``'s metrics port: ``metrics_port + index`` (0 stays off)."""
+    return settings.metrics_port + index if settings.metrics_port else 0
+
+
+def _worker_main(index: int, listener: socket.socket) -> None:
+    """A worker process: the whole API, serving the parent's listening socket."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    log.info(
+        "api worker started",
+        extra={
+            "worker": index,
+            "pid": os.getpid(),
+            "metrics_port": worker_metrics_port(settings, index),
+        },
+    )
+    sys.exit(
+        _serve(settings, sockets=[listener], metrics_port=worker_metrics_port(settings, index))
+    )
+
+
+def run_workers(settings: APISettings) -> int:
+    """Bind the port once, serve it from ``settings.workers`` processes, and supervise them.
+
+    A stop signal is forwarded to every worker (each drains its streams and exits 0). A worker
+    that exits without one stops the others and the parent exits 1: a partly serving pod would
+    look healthy while refusing its share of connections.
+    """
+    listener = uvicorn.Config(
+        "agentrun_api.app:create_app", host=settings.host, port=settings.port
+    ).bind_socket()
+    # spawn, not fork: each worker builds its event loop, Kubernetes client and threads afresh.
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker_main, args=(index, listener), name=f"agentrun-api-{index}")
+        for index in range(settings.workers)
+    ]
+    stopping = False
+
+    def forward(sig: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        log.info("stop signal received; stopping workers", extra={"signal": sig})
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    failed = False
+    try:
+        for worker in workers:
+            worker.start()
+        listener.close()  # the workers hold it now
+        running = {worker.sentinel: worker for worker in workers}
+        while running:
+            for sentinel in multiprocessing.connection.wait(list(running)):
+                worker = running.pop(cast(int, sentinel))
+                worker.join()
+                if worker.exitcode != 0 or not stopping:
+                    failed = True
+                if not stopping:
+                    log.error(
+                        "api worker exited; stopping the others",
+                        extra={"worker": worker.name, "exit_code": worker.exitcode},
+                    )
+                    forward(signal.SIGTERM, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

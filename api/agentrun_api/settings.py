@@ -32,6 +32,15 @@ class APISettings(BaseSettings):
     )
     host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")
     port: int = Field(default=8005, ge=0, le=65535, description="Port of the HTTP API.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="HTTP server processes sharing the port (one per core the pod gets): "
+        "connections are spread by the kernel. Each worker keeps its own run cache and one "
+        "transcript watch per streamed run; worker i serves metrics on metrics_port + i. More "
+        "replicas scale the same way across nodes.",
+    )
     kubeconfig: str | None = Field(
         default=None,
         description="Path of a kubeconfig. Unset: $KUBECONFIG, else the in-cluster service "

@@ -12,6 +12,7 @@ Subcommands import their component lazily, so ``agentrun api`` never imports kop
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -21,7 +22,17 @@ Command = Callable[[argparse.Namespace], int]
 def _cmd_api(args: argparse.Namespace) -> int:
     from agentrun_api.main import run_api
 
+    if args.workers is not None:
+        # Through the environment, so the settings object (and every spawned worker) reads it.
+        os.environ["AGENTRUN_API_WORKERS"] = str(args.workers)
     return run_api()
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
@@ -50,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("api", help="serve the HTTP API (port 8005)")
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        help="HTTP server processes sharing the port (default: AGENTRUN_API_WORKERS, else 1)",
+    )
     p.set_defaults(func=_cmd_api)
 
     p = sub.add_parser("operator", help="run the operator")
