@@ -4,7 +4,8 @@ Speaks OpenAI's APIs and Anthropic's Messages API. Used by ``agentrun dev --stub
 demo) and by tests, which point a real PraisonAI run at it: ``OPENAI_BASE_URL=<base_url>``,
 ``OPENAI_API_KEY=<anything>``, ``MODEL_NAME=openai/agentrun-stub``; or, through litellm's
 Anthropic provider, ``ANTHROPIC_API_BASE=<root_url>``, ``ANTHROPIC_API_KEY=<anything>``,
-``MODEL_NAME=anthropic/<any name>``.
+``MODEL_NAME=anthropic/<any name>``; or, through its Ollama provider, ``OLLAMA_API_BASE=<root_url>``
+and no key, ``MODEL_NAME=ollama/<any name>`` (or ``ollama_chat/``).
 
 Endpoints:
 
@@ -14,6 +15,8 @@ Endpoints:
   streamed (typed SSE events ending with ``response.completed``) and not.
 - ``POST /v1/messages``: Anthropic's Messages API, streamed (``message_start`` ...
   ``message_stop``) and not; errors in Anthropic's shape.
+- ``POST /api/chat``, ``POST /api/generate``, ``POST /api/show``: Ollama's, streamed (one JSON
+  object per line, the last with ``done: true``) and not.
 - ``GET /v1/models``.
 
 Control endpoints (for tests in other processes):
@@ -161,6 +164,9 @@ class StubLLMServer:
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/api/chat", self._ollama_chat)
+        app.router.add_post("/api/generate", self._ollama_generate)
+        app.router.add_post("/api/show", self._ollama_show)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/_stub/configure", self._configure)
         app.router.add_get("/_stub/requests", self._recorded)
@@ -434,6 +440,62 @@ class StubLLMServer:
         await response.write_eof()
         return response
 
+    # -- /api/chat, /api/generate, /api/show (Ollama) -----------------------------------------
+
+    async def _ollama_chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read_llm_request(request, _ollama_error)
+        answer = self._answer_for(last_user_text(body.get("messages")), json_mode=False)
+        return await self._ollama_answer(
+            request, body, answer, lambda text: {"message": {"role": "assistant", "content": text}}
+        )
+
+    async def _ollama_generate(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read_llm_request(request, _ollama_error)
+        answer = self._answer_for(str(body.get("prompt") or ""), json_mode=False)
+        return await self._ollama_answer(request, body, answer, lambda text: {"response": text})
+
+    async def _ollama_answer(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        answer: str,
+        content: Callable[[str], dict[str, Any]],
+    ) -> web.StreamResponse:
+        model = str(body.get("model") or STUB_MODEL)
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        done = {
+            "done": True,
+            "done_reason": "stop",
+            "prompt_eval_count": _usage_tokens(json.dumps(body)),
+            "eval_count": _usage_tokens(answer),
+        }
+        # Ollama streams unless told not to.
+        if body.get("stream") is False:
+            return web.json_response(
+                {"model": model, "created_at": created} | content(answer) | done
+            )
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for piece in _pieces(answer):
+            line = {"model": model, "created_at": created} | content(piece) | {"done": False}
+            await response.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+        last = {"model": model, "created_at": created} | content("") | done
+        await response.write(json.dumps(last).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    async def _ollama_show(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "modelfile": "",
+                "parameters": "",
+                "template": "{{ .Prompt }}",
+                "details": {"family": "stub", "parameter_size": "0B"},
+                "model_info": {"general.architecture": "stub", "stub.context_length": 8192},
+                "capabilities": ["completion"],
+            }
+        )
+
     # -- the rest ------------------------------------------------------------------------------
 
     async def _models(self, request: web.Request) -> web.Response:
@@ -487,6 +549,10 @@ def _openai_error(status: int, message: str) -> web.HTTPException:
     kind = "server_error" if status >= 500 else "invalid_request_error"
     payload = {"error": {"message": message, "type": kind, "param": None, "code": None}}
     return _ErrorResponse(status, payload)
+
+
+def _ollama_error(status: int, message: str) -> web.HTTPException:
+    return _ErrorResponse(status, {"error": message})
 
 
 def _anthropic_error(status: int, message: str) -> web.HTTPException:

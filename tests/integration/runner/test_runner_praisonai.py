@@ -109,22 +109,38 @@ def test_gpt4o_style_model_goes_through_responses_api(
         assert "'127.0.0.1'" in line, line
 
 
-def test_anthropic_model_runs_through_litellm_with_only_anthropic_credentials(
-    workspace: Any, harness: Any, stub: Any
+@pytest.mark.parametrize(
+    ("model", "credentials", "path", "sent_model"),
+    [
+        (
+            "anthropic/claude-sonnet-4-5",
+            {"ANTHROPIC_API_KEY": "stub-anthropic-key", "ANTHROPIC_API_BASE": "{root}"},
+            "/v1/messages",
+            "claude-sonnet-4-5",
+        ),
+        ("ollama_chat/llama3.2", {"OLLAMA_API_BASE": "{root}"}, "/api/chat", "llama3.2"),
+    ],
+    ids=["anthropic", "ollama-no-key"],
+)
+def test_non_openai_provider_runs_through_litellm_with_only_its_own_variables(
+    workspace: Any,
+    harness: Any,
+    stub: Any,
+    model: str,
+    credentials: dict[str, str],
+    path: str,
+    sent_model: str,
 ) -> None:
     """No OpenAI variable at all: the model's provider decides the credentials, and PraisonAI
-    reaches the stub through litellm's Anthropic client (the Messages API)."""
-    env = workspace.env(
-        MODEL_NAME="anthropic/claude-sonnet-4-5",
-        ANTHROPIC_API_KEY="stub-anthropic-key",
-        ANTHROPIC_API_BASE=stub.root_url,
-    )
+    reaches the stub through litellm's client for that provider."""
+    llm = {k: v.replace("{root}", stub.root_url) for k, v in credentials.items()}
+    env = workspace.env(MODEL_NAME=model, **llm)
     assert not [k for k in env if k.startswith("OPENAI_")]
     outcome = harness.run_runner(workspace, env)
     assert outcome.code == ExitCode.SUCCESS, outcome.lines[-5:]
     harness.assert_only_events(outcome)
-    assert stub.server.request_paths == ["/v1/messages"]
-    assert stub.server.requests[0]["model"] == "claude-sonnet-4-5"
+    assert stub.server.request_paths == [path]
+    assert stub.server.requests[0]["model"] == sent_model
     assert outcome.result().startswith(PRAISONAI_PREFIX + "[agentrun stub LLM]")
     assert "Analyze the quarterly sales data" in outcome.result()
     for line in harness.connections(workspace):

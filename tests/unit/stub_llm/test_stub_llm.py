@@ -226,6 +226,41 @@ async def test_litellms_anthropic_client_reads_the_stub(
     assert "".join(pieces) == expected
 
 
+async def test_ollama_chat_and_generate_stream_unless_told_not_to(stub: StubLLMServer) -> None:
+    expected = default_answer("Analyze the quarterly sales data")
+    root = stub.root_url
+    async with httpx.AsyncClient() as client:
+        chat = await client.post(
+            f"{root}/api/chat", json={"model": "llama3.2", "messages": MESSAGES}
+        )
+        plain_chat = await client.post(
+            f"{root}/api/chat", json={"model": "llama3.2", "messages": MESSAGES, "stream": False}
+        )
+        plain_generate = await client.post(
+            f"{root}/api/generate",
+            json={
+                "model": "llama3.2",
+                "prompt": "Analyze the quarterly sales data",
+                "stream": False,
+            },
+        )
+        show = await client.post(f"{root}/api/show", json={"name": "llama3.2"})
+        stub.configure(fail_status=500)
+        failed = await client.post(f"{root}/api/generate", json={"model": "m", "prompt": "x"})
+    lines = [json.loads(line) for line in chat.text.splitlines()]
+    assert chat.headers["content-type"] == "application/x-ndjson"
+    assert [line["done"] for line in lines] == [False] * (len(lines) - 1) + [True]
+    assert "".join(line["message"]["content"] for line in lines) == expected
+    assert lines[-1]["done_reason"] == "stop"
+    assert plain_chat.json()["message"] == {"role": "assistant", "content": expected}
+    assert plain_chat.json()["done"] is True
+    assert plain_generate.json()["response"] == expected
+    assert show.json()["capabilities"] == ["completion"]
+    assert failed.status_code == 500
+    assert "configured to fail" in failed.json()["error"]
+    assert stub.request_paths == ["/api/chat", "/api/chat", "/api/generate", "/api/generate"]
+
+
 async def test_configure_answer_fail_and_delay(stub: StubLLMServer) -> None:
     url = f"{stub.base_url}/chat/completions"
     request = {"model": "m", "messages": MESSAGES}
