@@ -36,7 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentrun_devcluster.apiserver import EmulatedAPIServer
 from agentrun_devcluster.apiserver.faults import SYSTEM_TOKEN, ChaosConfig
-from agentrun_devcluster.controllers import ClusterControllers
+from agentrun_devcluster.controllers import RUNNER_SERVICE_ACCOUNT, ClusterControllers
 from agentrun_devcluster.faults import chaos_config, parse_fault_list
 from agentrun_devcluster.jobcontroller import JobControllerSettings
 from agentrun_devcluster.kube_json import JsonKube
@@ -87,6 +87,11 @@ RUNNER_COMMANDS = {
     "praisonai": ["agentrun-runner"],
     "tiny": ["python", "-m", "agentrun_devcluster.tiny_runner"],
 }
+
+
+def runner_service_account() -> str:
+    """The operator's ``runner_service_account`` setting, as the operator child will read it."""
+    return os.environ.get("AGENTRUN_OPERATOR_RUNNER_SERVICE_ACCOUNT") or RUNNER_SERVICE_ACCOUNT
 
 
 def credentials_secret_name() -> str:
@@ -152,12 +157,18 @@ class DevStack:
             }
         )
         self.controllers = ClusterControllers(
-            kubelet_settings=kubelet, job_settings=self.settings.job_controller
+            kubelet_settings=kubelet,
+            job_settings=self.settings.job_controller,
+            # what the chart would create: the runner Job's ServiceAccount, in every namespace
+            service_accounts=(runner_service_account(),),
         )
         self.stub: Any = None
         self.children: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
         self.stop_requested = asyncio.Event()
         self.chaos = fault_config(args)
+        self._child_env: dict[str, dict[str, str]] = {}
+        #: With --faults: how many times each child exited on its own and was restarted.
+        self.restarts: dict[str, int] = {}
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -284,6 +295,7 @@ class DevStack:
             log_path.write_bytes(b"")
             proc = start_process([sys.executable, "-m", "agentrun_cli.main", name], env, log_path)
             self.children[name] = (proc, log_path)
+            self._child_env[name] = env
 
     async def _wait_ready(self) -> None:
         """Until the operator answers /livez and the API /health (each process checked)."""
@@ -332,9 +344,26 @@ class DevStack:
         self.say(seed_curl(self.api_url))
         self.say("  Ctrl-C stops everything.")
 
+    def _restart_exited_children(self) -> None:
+        """With --faults, a child that exits is started again, as its Deployment would be (the
+        operator exits when it cannot renew its Lease in time: fail closed)."""
+        for name, (proc, log_path) in list(self.children.items()):
+            if proc.poll() is None:
+                continue
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self.say(
+                f"agentrun dev: the {name} process exited with code {proc.returncode} under "
+                f"faults; restarting it (restart {self.restarts[name]}, log {log_path})"
+            )
+            args = [sys.executable, "-m", "agentrun_cli.main", name]
+            self.children[name] = (start_process(args, self._child_env[name], log_path), log_path)
+
     async def wait(self) -> None:
-        """Until SIGINT/SIGTERM or a child's death (raises ChildFailed)."""
+        """Until SIGINT/SIGTERM or a child's death (raises ChildFailed; with --faults the
+        child is restarted instead)."""
         while not self.stop_requested.is_set():
+            if self.chaos is not None:
+                self._restart_exited_children()
             self._check_children()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_requested.wait(), 0.5)
