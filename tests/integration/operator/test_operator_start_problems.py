@@ -109,6 +109,15 @@ def test_missing_service_account_is_shown_while_queued_then_fails_with_it(
         ).stdout
         assert "ServiceAccount default/agentrun-runner not found" in described
         assert "cannot_create_pod" in described
+        wide = subprocess.run(
+            [str(KUBECTL), "--kubeconfig", str(op_cluster.kubeconfig), "get", "ar", "-o", "wide"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        header, row = wide.splitlines()[:2]
+        assert row.split()[header.split().index("REASON")] == "cannot_create_pod"
 
         # past the pending deadline: failed with the reason it waited for, the Job gone
         run = h.wait_phase(k, "nosa", {"Failed"}, timeout=30, logs=op.log)
