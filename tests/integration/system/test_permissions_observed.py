@@ -130,7 +130,7 @@ def test_the_processes_use_exactly_the_listed_permissions(
             "AGENTRUN_OPERATOR_TRANSCRIPT_CAP_BYTES": "4096",
             "AGENTRUN_OPERATOR_TRANSCRIPT_CHUNK_BYTES": "1024",
             # The run whose pod is refused fails soon, after its Events are read for the reason.
-            "AGENTRUN_OPERATOR_PENDING_TIMEOUT_SECONDS": "5",
+            "AGENTRUN_OPERATOR_PENDING_TIMEOUT_SECONDS": "8",
         },
     )
     log = RequestLog(system.cluster.server.state.registry)
