@@ -24,6 +24,7 @@ choices (their timing still varies). ``--smoke`` (or AGENTRUN_BENCH_SMOKE=1) is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -158,6 +159,7 @@ class JobWatch(threading.Thread):
             base_url=base_url, headers={"Authorization": f"Bearer {SYSTEM_TOKEN}"}, timeout=60
         )
         self.uids: dict[str, set[str]] = defaultdict(set)
+        self.errors: list[str] = []
         self.stop = threading.Event()
 
     def record(self, obj: dict[str, Any]) -> None:
@@ -188,8 +190,11 @@ class JobWatch(threading.Thread):
                             break
                         self.record(obj)
                         rv = obj["metadata"]["resourceVersion"]
-            except httpx.HTTPError:
-                rv = self.relist()
+            except Exception as exc:  # never stop counting: note it, relist
+                self.errors.append(repr(exc))
+                time.sleep(0.2)
+                with contextlib.suppress(Exception):
+                    rv = self.relist()
 
 
 def transcript(k: SyncKube, name: str) -> list[StreamEvent]:
@@ -282,6 +287,8 @@ class Soak:
                 self.system.cluster.server.compact({names.LABEL_RUN: run.name})
             )
             self.deleted_jobs.extend(deleted)
+            stamp = time.strftime("%H:%M:%S", time.gmtime())
+            print(f"  {stamp} {run.key}: Job {deleted} deleted in a compaction gap")
             run.acted = True
 
     def drive(self, client: Client, k: SyncKube) -> float:
@@ -486,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  processes that died by themselves: {len(soak.crashes)}")
         print(f"  apiserver faults fired: {fired} (total {sum(fired.values())})")
         print(f"  Jobs deleted in a compaction gap: {len(soak.deleted_jobs)}")
+        seen = sum(len(u) for u in jobs.uids.values())
+        print(f"  Jobs created (seen by a watch faults never hit): {seen}")
+        if jobs.errors:
+            print(f"  Job watch errors (it relisted): {len(jobs.errors)}: {jobs.errors[:3]}")
         print(f"  client retries (API): {dict(client.retries)}")
         if latencies:
             print(
