@@ -66,6 +66,11 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
+GC_YOUNG_THRESHOLD = 20_000
+"""Allocations between young-generation collections in a serving process (Python's default
+is 700)."""
+
+
 class _APIServer(uvicorn.Server):
     """uvicorn, with ``app.state.shutting_down`` set as soon as a stop signal arrives."""
 
@@ -85,6 +90,11 @@ class _APIServer(uvicorn.Server):
         # reach. Otherwise each full collection walks it all, and a burst of connections
         # (many short-lived objects) triggers several, each stalling every stream.
         gc.freeze()
+        # And collect the young generation every GC_YOUNG_THRESHOLD allocations, not 700: a
+        # burst of 1,000 streams otherwise ran ~550 young and 4 full collections (1.2 s of GC
+        # for three bursts in bench_stream; 0.55 s with this).
+        _, middle, old = gc.get_threshold()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is not None:
