@@ -85,6 +85,11 @@ def assert_like_golden(event: dict[str, Any], case: dict[str, Any], job: dict[st
     assert event["source"] == want["source"]
     assert event["involvedObject"]["kind"] == "Job"
     assert event["involvedObject"]["uid"] == job["metadata"]["uid"]
+    assert_decision(event, case["expected"], job)
+
+
+def assert_decision(event: dict[str, Any], expected: dict[str, Any], job: dict[str, Any]) -> None:
+    """The operator's pure mapping reads the Event as the golden expects."""
     run = AgentRun.model_validate(
         {
             "metadata": {"name": "run-abc", "namespace": NS, "uid": "u-1"},
@@ -100,7 +105,6 @@ def assert_like_golden(event: dict[str, Any], case: dict[str, Any], job: dict[st
         pending_timeout_seconds=600,
         events=[event],
     )
-    expected = case["expected"]
     assert decision.reason is not None
     assert decision.reason.value == expected["reason"]
     if "message" in expected:
@@ -204,3 +208,53 @@ def test_the_runner_pod_meets_restricted(cluster: tuple[ControlledCluster, SyncK
     )
     kube.create(JOBS, runner_job())
     kube.wait_for("the runner pod", lambda: kube.items(f"/api/v1/namespaces/{NS}/pods"), timeout=20)
+
+
+def test_quota_on_a_resource_the_runner_leaves_unset(
+    cluster: tuple[ControlledCluster, SyncKube],
+) -> None:
+    """The runner sets no CPU limit: a quota on limits.cpu refuses it ("must specify"), and the
+    operator's sentence says to add it to runner.resources."""
+    _, kube = cluster
+    kube.create(
+        f"/api/v1/namespaces/{NS}/resourcequotas",
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "compute"},
+            "spec": {"hard": {"limits.cpu": "4", "requests.memory": "8Gi"}},
+        },
+    )
+    job = kube.create(JOBS, runner_job())
+    event = failed_creates(kube)[0]
+    assert GENERATED.sub("X", event["message"]) == (
+        "Error creating: X is forbidden: failed quota: compute: must specify limits.cpu for: runner"
+    )
+    expected = {
+        "reason": "cannot_create_pod",
+        "message": "ResourceQuota ft/compute requires every container to set limits.cpu for: "
+        "runner: add it to runner.resources",
+    }
+    assert_decision(event, expected, job)
+
+
+def test_baseline_admits_what_restricted_refuses(
+    cluster: tuple[ControlledCluster, SyncKube],
+) -> None:
+    """Pod Security "baseline" does not ask for allowPrivilegeEscalation or dropped
+    capabilities, but refuses a privileged container, in its own words."""
+    _, kube = cluster
+    kube.merge_patch(
+        f"/api/v1/namespaces/{NS}",
+        {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}},
+    )
+    manifest = runner_job()
+    manifest["spec"]["template"]["spec"]["containers"].append(
+        {"name": "log-shipper", "image": "busybox:1.36", "securityContext": {"privileged": True}}
+    )
+    kube.create(JOBS, manifest)
+    message = failed_creates(kube)[0]["message"]
+    assert GENERATED.sub("X", message) == (
+        'Error creating: X is forbidden: violates PodSecurity "baseline:latest": privileged '
+        '(container "log-shipper" must not set securityContext.privileged=true)'
+    )
