@@ -138,6 +138,7 @@ class LeaderElector:
         self.clock = clock
         self.observer = LeaseObserver(self.identity, clock)
         self.leading = False
+        self.lease_uid: str | None = None
         self.renewed_at = 0.0
         """Our clock, just before the request of the last successful acquire or renewal."""
 
@@ -172,7 +173,9 @@ class LeaderElector:
                     self.name, self.namespace, _preload_content=False
                 )
             )
-            return await read_json(response)
+            lease = await read_json(response)
+            self.lease_uid = (lease.get("metadata") or {}).get("uid") or self.lease_uid
+            return lease
         except NotFound:
             return None
         except TRANSPORT_ERRORS as exc:  # reading the body

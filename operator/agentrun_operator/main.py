@@ -133,6 +133,18 @@ async def operate(settings: OperatorSettings) -> int:
             )
             if not await wait_for_lease(elector, stop):
                 return 0 if stop.is_set() else 1
+            await kube.post_event_about(
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "name": elector.name,
+                    "uid": elector.lease_uid,
+                },
+                elector.namespace,
+                reason="LeaderElection",
+                message=f"{elector.identity} became leader",
+                type_="Normal",
+            )
         metrics.LEADER.set(1)
         exit_code = await reconcile(settings, kube, elector, stop)
     finally:

@@ -231,10 +231,11 @@ class RunContext:
                     break
                 except NotFound:
                     break  # the run was deleted
-                except Exception:
+                except Exception as exc:
                     # Retryable or not, the run must not be forgotten: start over from what
                     # the API says, after a pause (each step is idempotent).
                     log.exception("run task failed; retrying", extra={"run": key[1]})
+                    await self.report_retry(key, exc)
                     await asyncio.sleep(self.settings.resync_seconds)
                     if key not in self.bodies or self.stopping:
                         break
@@ -249,6 +250,21 @@ class RunContext:
             body = self.bodies.get(key)
             if body is not None and not is_active(body):
                 self.bodies.pop(key, None)
+
+    async def report_retry(self, key: RunKey, error: Exception) -> None:
+        """A Warning Event on the run: its reconciliation failed and will be retried (best
+        effort: the API may be what failed)."""
+        body = self.bodies.get(key)
+        if body is None or self.stopping:
+            return
+        with contextlib.suppress(Exception):
+            await self.kube.post_event(
+                AgentRun.model_validate(body),
+                reason="ReconcileRetry",
+                message=f"reconciling failed ({type(error).__name__}: {error}); retrying in "
+                f"{self.settings.resync_seconds:g} s from the run's stored state",
+                type_="Warning",
+            )
 
     async def stop(self) -> None:
         """Stop acting: no run task starts from now on; every running one is cancelled."""

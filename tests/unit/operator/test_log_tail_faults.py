@@ -326,3 +326,14 @@ async def test_half_a_line_from_a_closing_server_is_never_kept_while_the_pod_run
     # Half of LOG1 would be folded as a raw log line, its timestamp would then skip the whole
     # line on resume: it is kept only once the container has ended (its last line is final).
     assert lines == ([START, LOG1[:40]] if final else [START])
+
+
+async def test_a_failed_reconciliation_is_reported_as_a_warning_event() -> None:
+    kube = FakeKube([Stream([])], pod_phases=["Running"])
+    rec = reconciler(kube)
+    await rec.ctx.report_retry(rec.key, Unavailable(429, "TooManyRequests", "slow down"))
+    assert len(kube.events) == 1
+    event = kube.events[0]
+    assert (event["reason"], event["type"]) == ("ReconcileRetry", "Warning")
+    assert "Unavailable" in event["message"]
+    assert "slow down" in event["message"]
