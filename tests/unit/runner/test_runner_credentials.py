@@ -229,3 +229,16 @@ def test_the_operators_missing_secret_message_does_not_assume_openai() -> None:
     assert "create Secret team-llm" in message
     assert contract.ENV_MODEL_NAME in message
     assert "--from-literal=ANTHROPIC_API_KEY=" in message
+
+
+def test_litellm_is_imported_only_by_the_check_itself() -> None:
+    """Importing the runner's task module (done right after the SIGTERM handler) stays light:
+    litellm, seconds to import, loads when the credentials are checked."""
+    code = (
+        "import sys, agentrun_runner.run, agentrun_runner.credentials\n"
+        "print(','.join(m for m in ('litellm', 'praisonai', 'praisonaiagents') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == ""
