@@ -125,6 +125,11 @@ def build_server(settings: APISettings, *, metrics_port: int | None = None) -> _
         # Proxy headers are read by the app, trusted only from settings.trusted_proxy_cidrs
         # (agentrun_api.proxy_headers); uvicorn's own would trust 127.0.0.1 regardless.
         proxy_headers=False,
+        # h11, not httptools: httptools refuses a header value with a control character (an
+        # Idempotency-Key with DEL) before the app sees it, with a text/plain 400 instead of
+        # the API's JSON error. It would save ~15% of the CPU per connection (bench_stream).
+        # The event loop is uvloop when installed (the api extra installs it).
+        http="h11",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     port = settings.metrics_port if metrics_port is None else metrics_port
