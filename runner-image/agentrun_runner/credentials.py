@@ -230,7 +230,9 @@ def check_credentials(env: Mapping[str, str], uses: list[ModelUse]) -> Credentia
         )
     patch = json.dumps({"stringData": {first_key: "<value>"}}, separators=(",", ":"))
     message = (
-        f"no LLM credentials for {'; '.join(problems)}. Set them in the Secret {secret!r} in "
+        f"no LLM credentials for {'; '.join(problems)}. Set "
+        f"{'it' if len(problems) == 1 and ',' not in problems[0] else 'them'} in the Secret "
+        f"{secret!r} in "
         f"the run's namespace (the runner gets all its keys as environment variables), e.g. "
         f"kubectl patch secret {secret} -p '{patch}'.{hint}"
     )
