@@ -56,6 +56,8 @@ log = logging.getLogger("agentrun.operator")
 
 Obj = dict[str, Any]
 RunKey = tuple[str, str]
+STARTUP_CONCURRENCY = 64
+"""Run tasks in their first pass at once (see :attr:`RunContext.first_passes`)."""
 
 RUNNER_REASONS = {
     Reason.AGENT_ERROR,
@@ -134,6 +136,11 @@ class RunContext:
         self.tasks: dict[RunKey, asyncio.Task[None]] = {}
         self.admissions: dict[str, Admission] = {}
         self.changed: set[RunKey] = set()
+        self.first_passes = asyncio.Semaphore(STARTUP_CONCURRENCY)
+        """Run tasks making their first pass (load, admission, the first status write) at
+        once: after a restart, 10,000 runs start together; unbounded, their bursts of calls
+        and of the watch events they cause would stall the loop and hold every response in
+        memory at the same time."""
         """Runs with a watch event (their spec, Job or Pod) since their task last read them."""
         kube.size_log_pool(settings.log_follow_connections)
         self.stopping = False
@@ -298,6 +305,7 @@ class RunReconciler:
         self.extra_status: Obj = {}
         self.last_flush = 0.0
         self.last_read = float("-inf")
+        self.in_first_pass = False
         self.flush_budget = FlushBudget(
             interval_seconds=ctx.settings.transcript_flush_seconds,
             size_bytes=ctx.settings.transcript_flush_bytes,
@@ -328,6 +336,7 @@ class RunReconciler:
         return {"run": self.job_id, "namespace": self.namespace}
 
     async def wait(self, seconds: float | None) -> None:
+        self.end_first_pass()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.event.wait(), seconds)
         self.event.clear()
@@ -373,6 +382,21 @@ class RunReconciler:
 
     # -- the driver
     async def drive(self) -> None:
+        """Follow the run to its end (see the module docstring); its first pass waits for
+        one of :attr:`RunContext.first_passes`."""
+        await self.ctx.first_passes.acquire()
+        self.in_first_pass = True
+        try:
+            await self._drive()
+        finally:
+            self.end_first_pass()
+
+    def end_first_pass(self) -> None:
+        if self.in_first_pass:
+            self.in_first_pass = False
+            self.ctx.first_passes.release()
+
+    async def _drive(self) -> None:
         run = self.run()
         self.writer = TranscriptWriter(
             self.name,
@@ -737,6 +761,15 @@ class RunReconciler:
         if found is None:
             return
         self.tail_pod_finished = container_finished(found)
+        if isinstance(failure, TimeoutError):
+            # Silent for the whole read timeout: a quiet agent or a half-open connection
+            # (they look alike); re-open at once, without backoff (lines would only wait).
+            log.info(
+                "pod log silent for %.0f s; re-opening the stream",
+                self.settings.log_read_timeout_seconds,
+                extra=self.log_extra(),
+            )
+            raise TailProgressed("read timeout")
         if failure is not None:
             await self.report_log_interruption(failure)
         if kept:

@@ -196,9 +196,12 @@ async def test_tail_resumes_after_any_disconnect_without_loss_or_duplicates(
     assert rec.folder is not None
     assert rec.folder.result() == "the answer"
     assert kube.results == {RUN: "the answer"}
-    if cut is not None:
+    if cut is not None and not isinstance(cut, TimeoutError):
         assert [e["reason"] for e in kube.events] == ["LogStreamInterrupted"]
         assert type(cut).__name__ in kube.events[0]["message"]
+    if isinstance(cut, TimeoutError):
+        # a quiet agent looks like a half-open stream: re-opened, but no Warning Event
+        assert kube.events == []
 
 
 async def test_tail_backs_off_and_keeps_trying_while_the_stream_keeps_failing() -> None:
