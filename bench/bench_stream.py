@@ -426,7 +426,7 @@ def report(r: dict[str, Any], clients: int, runs: int, joiners: int, workers: in
     print(f"  live event -> every client:             {ms(r['live'])}  missing {r['live_missing']}")
     watches = r["watches_per_worker"]
     upstreams = r["upstreams_per_worker"]
-    per_run = [w / u if u else 0.0 for w, u in zip(watches, upstreams, strict=True)]
+    per_run = [w / u for w, u in zip(watches, upstreams, strict=True) if u] or [0.0]
     print(
         f"  upstream watches opened: {sum(watches):.0f} over {workers} process(es) "
         f"(per process {', '.join(f'{w:.0f}' for w in watches)}; runs served "
@@ -444,8 +444,9 @@ def report(r: dict[str, Any], clients: int, runs: int, joiners: int, workers: in
         "  upstreams released after all clients left: "
         + (f"{released:.1f} s" if released is not None else "NOT within 30 s")
     )
-    one_watch_per_run = all(
-        w == u and 0 < u <= runs for w, u in zip(watches, upstreams, strict=True)
+    # a worker the kernel handed no client has no upstream and opened no watch
+    one_watch_per_run = sum(upstreams) > 0 and all(
+        w == u and u <= runs for w, u in zip(watches, upstreams, strict=True)
     )
     return one_watch_per_run and r["live_missing"] == 0 and released is not None
 
