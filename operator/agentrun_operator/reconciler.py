@@ -826,13 +826,21 @@ class RunReconciler:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self.tailer), seconds)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
             log.warning(
                 "pod log not read to its end in %.0f s; finishing without the rest",
                 seconds,
                 extra=self.log_extra(),
             )
             self.tailer.cancel()
+        except asyncio.CancelledError:
+            self.tailer.cancel()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # This run task is being stopped (the Lease lost, a shutdown, the run
+                # deleted): it must not go on to record a terminal status without the log.
+                raise
+            log.warning("log tail was cancelled", extra=self.log_extra())
         except Exception as exc:
             log.warning("log tail ended with %s", exc, extra=self.log_extra())
 

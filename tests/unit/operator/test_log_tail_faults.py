@@ -340,3 +340,18 @@ async def test_a_failed_reconciliation_is_reported_as_a_warning_event() -> None:
     assert (event["reason"], event["type"]) == ("ReconcileRetry", "Warning")
     assert "Unavailable" in event["message"]
     assert "slow down" in event["message"]
+
+
+async def test_a_stopped_run_task_never_swallows_its_cancellation_while_draining() -> None:
+    # The Lease lost while a run drains its log: the task must stop there, not go on to record
+    # a terminal status without the rest of the log (found by the fault soak).
+    rec = reconciler(FakeKube([Stream([])], pod_phases=["Running"]))
+    never = asyncio.Event()
+    rec.tailer = asyncio.create_task(never.wait())
+    draining = asyncio.create_task(rec.drain_tailer(100))
+    await asyncio.sleep(0.05)
+    draining.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await draining
+    await asyncio.sleep(0)
+    assert rec.tailer.cancelled()
