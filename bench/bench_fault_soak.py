@@ -64,6 +64,10 @@ OUTCOMES = {  # kind: (weight, phase, reason)
 }
 OPERATOR_ENV = {
     "AGENTRUN_OPERATOR_MAX_CONCURRENT_RUNS": "16",
+    # Test-sized like TEST_OPERATOR_ENV's, in proportion: a half-open call is abandoned after
+    # 3 s, so a Lease renewal can be retried within the renew deadline.
+    "AGENTRUN_OPERATOR_KUBE_REQUEST_TIMEOUT_SECONDS": "3",
+    "AGENTRUN_OPERATOR_LEADER_ELECTION__LEASE_DURATION_SECONDS": "6",
     "AGENTRUN_OPERATOR_WEBHOOK__RETRY_SCHEDULE_SECONDS": "[0, 1, 2, 4, 4, 4, 4, 4, 4, 4]",
     "AGENTRUN_OPERATOR_WEBHOOK__JITTER_RATIO": "0",
 }
@@ -220,6 +224,15 @@ class Soak:
     counts: Counter[str] = field(default_factory=Counter)
     restarted: bool = False
     leader_exits: int = 0
+    operator_log_start: int = 0
+
+    def start_operator(self, restart: bool = False) -> None:
+        """(Re)start the operator, noting where its own lines start in the shared log."""
+        if restart:
+            self.system.kill_operator(signal.SIGKILL)
+        log_path = self.system.operator_log
+        self.operator_log_start = len(log_path.read_text(errors="replace"))
+        self.system.start_operator()
 
     def submit(self, client: Client, hook: str, run: Run) -> None:
         body = {
@@ -240,8 +253,8 @@ class Soak:
         system = self.system
         if system.operator is not None and system.operator.poll() is not None:
             code = system.operator.returncode
-            log_tail = system.operator_log.read_text(errors="replace")[-3000:]
-            if "leadership lost" in log_tail:
+            log_text = system.operator_log.read_text(errors="replace")
+            if "leadership lost" in log_text[self.operator_log_start :]:
                 # Fail closed: an operator that could not renew its Lease in time exits, as
                 # client-go's controllers do, and its Deployment restarts it.
                 self.leader_exits += 1
@@ -249,7 +262,7 @@ class Soak:
                 kept = self.keep_log(system.operator_log, "operator")
                 self.crashes.append(f"operator exited {code} by itself; its log: {kept}")
             system.operator = None
-            system.start_operator()
+            self.start_operator()
         for i, (proc, url, log_path) in enumerate(list(system.apis)):
             if proc.poll() is not None:
                 kept = self.keep_log(log_path, "api")
@@ -319,7 +332,7 @@ class Soak:
                 cluster.call(cluster.server.restart(self.chaos.down_seconds))
             if thresholds and done >= thresholds[0] * len(self.runs):
                 thresholds.pop(0)
-                self.system.restart_operator(signal.SIGKILL)
+                self.start_operator(restart=True)  # DevSystem.kill_operator + start_operator
                 self.killed_at.append(time.monotonic() - t0)
                 print(f"  SIGKILL operator at {self.killed_at[-1]:.1f}s ({done} runs done)")
             if done == len(self.runs) and not thresholds:
@@ -335,14 +348,19 @@ class Soak:
         for run in self.runs:
             phase, reason = run.expected
             label = f"{run.key} ({run.kind}, {run.job_id})"
+            uids = jobs.uids.get(run.name, set())
+            if len(uids) > 1:
+                counts["duplicate Jobs"] += len(uids) - 1
+                self.problems.append(f"{label}: {len(uids)} Jobs {sorted(uids)}")
             view = client.call("GET", f"/api/v1/runs/{run.job_id}").json()
             got = (view.get("status"), view.get("reason"))
-            if got != (phase.lower(), reason):
+            right = got == (phase.lower(), reason)
+            if not right:
                 counts["wrong status"] += 1
                 self.problems.append(f"{label}: {got} != {(phase.lower(), reason)}: {view}")
-                continue
-            counts["right status"] += 1
-            if run.result is not None:
+            else:
+                counts["right status"] += 1
+            if right and run.result is not None:
                 answer = client.call("GET", f"/api/v1/runs/{run.job_id}/result").json()
                 if answer.get("result") != run.result:
                     counts["result missing or wrong"] += 1
@@ -354,10 +372,6 @@ class Soak:
                 else:
                     counts["full result"] += 1
             self.check_transcript(k, run, label, counts)
-            uids = jobs.uids.get(run.name, set())
-            if len(uids) > 1:
-                counts["duplicate Jobs"] += len(uids) - 1
-                self.problems.append(f"{label}: {len(uids)} Jobs {sorted(uids)}")
             self.check_webhooks(run, label, by_job_id.get(run.job_id, []), counts)
         self.counts.update(counts)
 
@@ -368,8 +382,11 @@ class Soak:
         if ids != list(range(1, len(ids) + 1)):
             problems.append(f"ids not 1..n: {ids}")
         completes = [e for e in events if e.event == "complete"]
-        if len(completes) != 1 or events[-1].event != "complete":
-            problems.append(f"{len(completes)} complete events, last {events[-1].event}")
+        last = events[-1].event if events else None
+        if len(completes) != 1 or last != "complete":
+            problems.append(f"{len(completes)} complete events, last {last}")
+        elif completes[0].data.get("status") != run.expected[0].lower():
+            problems.append(f"complete says {completes[0].data.get('status')}")
         logs = [e.data.get("message") for e in events if e.event == "log"]
         if run.kind in ("success", "agent_error"):
             expected = [f"tiny log line {i + 1} of {run.lines}" for i in range(run.lines)]
@@ -442,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         hang_seconds=args.hang_seconds,
         down_seconds=1.0,
     )
-    deadline = args.deadline or 90 + 1.5 * args.runs
+    deadline = args.deadline or 120 + 2.5 * args.runs
     print(f"fault soak: AGENTRUN_SOAK_SEED={seed} runs={args.runs} kills={args.kills}")
     print(f"  planned: {dict(Counter(r.kind for r in runs))}")
     print(f"  apiserver faults: {chaos.describe()}")

@@ -6,6 +6,11 @@ Then the operator (``agentrun operator``) and the API (``agentrun api``) start a
 each in its own process group, configured through their env settings. ``ready`` is printed once
 the API answers ``/health``.
 
+``--faults log_cut,restart,...`` (or ``all``) makes the emulated apiserver throw those faults at
+random at the operator and the API (apiserver/faults.py; ``--fault-rate``, ``--fault-interval``,
+``--fault-seed``; the seed is printed). The fake kubelet and Job controller use a system token
+that faults never hit. Under faults, a child that exits is restarted, as its Deployment would be.
+
 SIGINT (Ctrl-C) and SIGTERM stop everything: the API and the operator get SIGTERM (then SIGKILL
 after ``shutdown_grace_seconds``) by process group, every runner process group is SIGKILLed by the
 kubelet, and the servers close. If the operator or the API dies on its own, dev stops too and

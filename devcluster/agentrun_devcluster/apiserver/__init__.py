@@ -9,7 +9,10 @@ Secret), size limits, server-side printing and pod logs. See ``server.EmulatedAP
 Modules: ``state`` (storage and API semantics, no HTTP), ``server`` (aiohttp routing),
 ``resources`` (resource types, discovery), ``schema``/``cel``/``builtins``/``limits``
 (admission), ``patching``, ``selectors``, ``printing`` (Tables), ``logs`` (pods/log and the
-:class:`PodLogProvider` interface), ``errors`` (Status bodies).
+:class:`PodLogProvider` interface), ``errors`` (Status bodies), ``faults`` (what a real control
+plane throws at its clients: cut and ended log follows, dropped and half-open connections, 429
+and 500 on writes, restarts, compactions; ``server.faults``, ``server.restart()``,
+``server.compact()``, ``server.start_chaos()``).
 
 Known differences from a real apiserver (none of them used by this project):
 
