@@ -1,6 +1,7 @@
 """CI runs every benchmark at smoke size: each must run and print its figures, including the
 comparison it is measured against. (The emulator, dev-cluster and stream benchmarks have their
-own smoke tests beside their areas.)"""
+own smoke tests beside their areas; the fault soak runs at CI size in
+tests/integration/system/test_fault_soak.py.)"""
 
 from __future__ import annotations
 
