@@ -84,6 +84,11 @@ class LeaseFaultProxy:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+        # Handlers still holding a half-open Lease request: end them with the proxy.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.path.startswith(LEASE_PATH) and self.failing.is_set():
