@@ -35,7 +35,7 @@ def add_dev_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="LIST",
         help="make the emulated apiserver throw faults at random to the operator and the API: "
-        "comma-separated from log_cut, log_disconnect, drop, hang, throttle, server_error, "
+        "comma-separated from log_cut, log_disconnect, drop, hang, stall, throttle, server_error, "
         "restart, compact, or all (the seed is printed)",
     )
     p.add_argument(

@@ -19,7 +19,7 @@ Rules are evaluated when the kubelet reaches the matching step, so a rule added 
 started still applies to ``evict``/``oom_kill`` (checked while it runs), not to scheduling.
 
 The same endpoint switches the apiserver's own faults (apiserver/faults.py: ``log_cut``,
-``log_disconnect``, ``drop``, ``hang``, ``throttle``, ``server_error``, ``restart``,
+``log_disconnect``, ``drop``, ``hang``, ``stall``, ``throttle``, ``server_error``, ``restart``,
 ``compact``): ``POST /_emulator/faults`` with ``{"fault": "throttle", "rate": 0.5, "times": 3}``
 (any :class:`~agentrun_devcluster.apiserver.faults.APIFaultRule` field) adds a request fault;
 ``{"fault": "restart", "down_seconds": 1}`` restarts the apiserver (202: it happens right after

@@ -17,6 +17,9 @@ times):
 - ``drop``: the connection is closed before any answer (aiohttp ``ServerDisconnectedError``).
 - ``hang``: the request is held open and answered nothing (a half-open connection) for
   ``seconds``, then the connection is reset.
+- ``stall``: a watch (after its first events) or a pod-log follow (after ``after_bytes``)
+  goes silent while its connection stays open (a half-open stream: a NAT or load balancer
+  that forgot it), for ``seconds``, then the connection is reset.
 - ``throttle``: a write (POST/PUT/PATCH/DELETE) is refused with 429 ``TooManyRequests`` and
   ``Retry-After: <retry_after>`` (API Priority and Fairness), and not applied.
 - ``server_error``: a write is refused with 500 ``InternalError``, and not applied.
@@ -59,6 +62,7 @@ class APIFault(enum.StrEnum):
     LOG_DISCONNECT = "log_disconnect"
     DROP = "drop"
     HANG = "hang"
+    STALL = "stall"
     THROTTLE = "throttle"
     SERVER_ERROR = "server_error"
     RESTART = "restart"
@@ -71,6 +75,7 @@ REQUEST_FAULTS = frozenset(
         APIFault.LOG_DISCONNECT,
         APIFault.DROP,
         APIFault.HANG,
+        APIFault.STALL,
         APIFault.THROTTLE,
         APIFault.SERVER_ERROR,
     }
@@ -101,6 +106,8 @@ def applies(fault: APIFault, info: RequestInfo) -> bool:
         return info.log_follow
     if fault in WRITE_FAULTS:
         return info.write
+    if fault == APIFault.STALL:
+        return info.log_follow or info.watch
     return fault in REQUEST_FAULTS
 
 
@@ -117,11 +124,11 @@ class APIFaultRule:
     methods: frozenset[str] | None = None
     """Only these HTTP methods (None: any the fault applies to)."""
     seconds: float = 30.0
-    """``hang``: how long the request is held before its connection is reset."""
+    """``hang``, ``stall``: how long the request is held before its connection is reset."""
     retry_after: int = 1
     """``throttle``: the Retry-After header and details.retryAfterSeconds."""
     after_bytes: int = 0
-    """Log faults: bytes of log the client gets before the cut or end."""
+    """Log faults and ``stall`` of a log: bytes of log the client gets before the fault."""
     fired: int = 0
 
     def __post_init__(self) -> None:

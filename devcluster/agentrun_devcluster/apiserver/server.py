@@ -788,6 +788,10 @@ class EmulatedAPIServer:
 
             for event_type, obj in initial:
                 await response.write(_line({"type": event_type, "object": render(obj)}))
+            stall = request.get(_FAULT)
+            if stall is not None and stall.fault == APIFault.STALL:
+                await self._hang(request, stall.seconds)  # silent, then reset
+                return response
             if bookmarks and initial_events:
                 await response.write(_line(self._bookmark(t.rt, initial_done=True)))
             loop = asyncio.get_running_loop()
@@ -907,6 +911,13 @@ class EmulatedAPIServer:
                     sent += len(chunk)
                 if params.limit_bytes is not None and sent >= params.limit_bytes:
                     break
+                if (
+                    fault is not None
+                    and fault.fault == APIFault.STALL
+                    and sent >= fault.after_bytes
+                ):
+                    await self._hang(request, fault.seconds)  # silent, then reset
+                    return response
                 if (
                     fault is not None
                     and fault.fault == APIFault.LOG_DISCONNECT

@@ -135,10 +135,15 @@ def job(name: str, labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
-async def follow(base_url: str) -> tuple[bytes, BaseException | None]:
+async def follow(
+    base_url: str, client_timeout: aiohttp.ClientTimeout | None = None
+) -> tuple[bytes, BaseException | None]:
     """Follow the pod's log with aiohttp as kubernetes_asyncio does; (bytes read, error)."""
     got = b""
-    async with aiohttp.ClientSession(headers={"Authorization": "Bearer client"}) as session:
+    async with aiohttp.ClientSession(
+        headers={"Authorization": "Bearer client"},
+        timeout=client_timeout or aiohttp.ClientTimeout(),
+    ) as session:
         try:
             async with session.get(f"{base_url}{LOG}", params={"follow": "true"}) as r:
                 assert r.status == 200
@@ -239,6 +244,38 @@ async def test_hang_then_reset_after_its_duration(cluster: ClusterThread) -> Non
             await session.get(f"{cluster.base_url}{CONFIGMAPS}")
     assert time.monotonic() - started >= 2.0
     assert cluster.server.faults.fired[APIFault.HANG] == 2
+
+
+async def test_stall_silences_an_open_log_follow_until_the_client_reads_past_its_timeout(
+    cluster: ClusterThread, system: SyncKube
+) -> None:
+    running_pod(system)
+    cluster.server.faults.add(APIFault.STALL, times=1, after_bytes=len(LINE), seconds=30)
+    started = time.monotonic()
+    got, error = await follow(cluster.base_url, aiohttp.ClientTimeout(sock_read=1.0))
+    assert isinstance(error, TimeoutError), error
+    # the headers and the first line came, then nothing while the connection stayed open
+    assert got == LINE
+    assert 1.0 <= time.monotonic() - started < 10
+
+
+async def test_stall_silences_an_open_watch_after_its_first_events(
+    cluster: ClusterThread, kube: client.ApiClient, system: SyncKube
+) -> None:
+    system.create(CONFIGMAPS, configmap("first"))
+    cluster.server.faults.add(APIFault.STALL, times=1, seconds=30, path="/configmaps")
+    watch = await watch_lines(kube, CONFIGMAPS, "0")
+    event = json.loads(await watch.content.readline())
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "first")
+    system.create(CONFIGMAPS, configmap("second"))  # never delivered on this watch
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(watch.content.readline(), 1.5)
+    watch.release()
+    # a new watch (the fault fired once) sees it
+    again = await watch_lines(kube, CONFIGMAPS, "0")
+    names = {json.loads(await again.content.readline())["object"]["metadata"]["name"] for _ in "ab"}
+    assert names == {"first", "second"}
+    again.release()
 
 
 # -- writes ------------------------------------------------------------------------------------
@@ -452,11 +489,21 @@ def test_random_mode_is_seeded_and_fires_each_kind_where_it_applies() -> None:
     fired = [(info, f) for info, f in zip(requests, first, strict=True) if f is not None]
     assert 0.2 < len(fired) / len(requests) < 0.4
     kinds = {f for _, f in fired}
-    assert kinds == {"log_cut", "log_disconnect", "drop", "hang", "throttle", "server_error"}
+    assert kinds == {
+        "log_cut",
+        "log_disconnect",
+        "drop",
+        "hang",
+        "stall",
+        "throttle",
+        "server_error",
+    }
     for info, fault in fired:
         if fault in ("throttle", "server_error"):
             assert info.write
         if fault in ("log_cut", "log_disconnect"):
             assert info.log_follow
+        if fault == "stall":
+            assert info.log_follow or info.watch
     with pytest.raises(ValueError, match="unknown fault 'restrat'"):
         parse_fault_list("log_cut,restrat")

@@ -1,5 +1,5 @@
 """The fault soak at CI size: runs through the dev system while the emulated apiserver throws
-every fault (log follows cut and ended, dropped and half-open connections, 429/500 on writes,
+every fault (log follows cut and ended, dropped and half-open connections and streams, 429/500 on writes,
 restarts, compactions with Jobs deleted in the gap) and the operator is SIGKILLed and restarted.
 
 Runs ``bench/bench_fault_soak.py`` (the full soak is 200 runs) and checks what it prints: nothing
@@ -25,6 +25,7 @@ ALL_FAULTS = {
     "log_disconnect",
     "drop",
     "hang",
+    "stall",
     "throttle",
     "server_error",
     "restart",
