@@ -82,11 +82,16 @@ def operator_requests(metrics_url: str) -> float:
 
 
 def metric_sum(metrics_url: str, name: str) -> float:
-    """The sum of a Prometheus metric's samples over all label sets."""
+    """The sum of a Prometheus metric's samples over all label sets (``name`` may end with
+    the start of a label set, e.g. ``metric{phase="Queued"``)."""
     text = httpx.get(metrics_url, timeout=5).text
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if (
+            line.startswith(name + " ")
+            or line.startswith(name + "{")
+            or ("{" in name and line.startswith(name))
+        ):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -342,6 +347,8 @@ class Sampler:
         self.health_url = health_url
         self.lease_url = f"{base_url}/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{lease}"
         self.livez_ms: list[float] = []
+        self.apiserver_ms: list[float] = []
+        self.version_url = f"{base_url}/version"
         self.renewals: list[float] = []  # monotonic time each new renewTime was first seen
         self.rss: list[float] = []
         self.holders: set[str] = set()
@@ -350,6 +357,24 @@ class Sampler:
 
     def start(self) -> None:
         self.thread.start()
+
+    def mark(self) -> tuple[int, int, int, int]:
+        """Where the samples are now (to split start-up from the steady window)."""
+        return (len(self.livez_ms), len(self.renewals), len(self.rss), len(self.apiserver_ms))
+
+    def figures(
+        self, start: tuple[int, int, int, int] | int, end: tuple[int, int, int, int] | None
+    ) -> tuple[list[float], list[float], list[float], list[float]]:
+        """(/livez ms, renewal times, RSS MiB, apiserver /version ms) between two marks
+        (0: the start, None: now)."""
+        a = start if isinstance(start, tuple) else (0, 0, 0, 0)
+        b = end or self.mark()
+        return (
+            self.livez_ms[a[0] : b[0]],
+            self.renewals[max(0, a[1] - 1) : b[1]],
+            self.rss[a[2] : b[2]],
+            self.apiserver_ms[a[3] : b[3]],
+        )
 
     def _run(self) -> None:
         last_renew = None
@@ -365,6 +390,12 @@ class Sampler:
                 now = time.monotonic()
                 if now >= next_lease:
                     next_lease = now + 0.2
+                    t1 = time.monotonic()
+                    try:
+                        http.get(self.version_url).raise_for_status()
+                        self.apiserver_ms.append((time.monotonic() - t1) * 1000)
+                    except httpx.HTTPError:
+                        self.apiserver_ms.append(10_000.0)
                     try:
                         spec = http.get(self.lease_url).json().get("spec") or {}
                     except (httpx.HTTPError, ValueError):
@@ -471,6 +502,11 @@ class _NoJobs:
         return []
 
 
+LEASE_DURATION_SECONDS = 15.0
+LEASE_RENEW_SECONDS = 5.0
+"""The chart's defaults (leader election on)."""
+
+
 def scale(queued: int, running: int, window: float, run_seconds: int, settle_cap: float) -> None:
     total = queued + running
     new_cpu, old_cpu = admission_comparison(queued, running, resync=10.0)
@@ -508,37 +544,33 @@ def scale(queued: int, running: int, window: float, run_seconds: int, settle_cap
             {
                 "AGENTRUN_OPERATOR_MAX_CONCURRENT_RUNS": str(running),
                 "AGENTRUN_OPERATOR_LOG_LEVEL": "WARNING",
-                "AGENTRUN_OPERATOR_LEADER_ELECTION__LEASE_DURATION_SECONDS": "10",
-                "AGENTRUN_OPERATOR_LEADER_ELECTION__RENEW_SECONDS": "2",
-                "AGENTRUN_OPERATOR_LEADER_ELECTION__RETRY_SECONDS": "1",
+                "AGENTRUN_OPERATOR_LEADER_ELECTION__LEASE_DURATION_SECONDS": str(
+                    LEASE_DURATION_SECONDS
+                ),
+                "AGENTRUN_OPERATOR_LEADER_ELECTION__RENEW_SECONDS": str(LEASE_RENEW_SECONDS),
                 "AGENTRUN_OPERATOR_TERMINATION_GRACE_PERIOD_SECONDS": "2",
             }
         )
-        proc = start_process(
-            [sys.executable, "-m", "agentrun_cli.main", "operator"], env, workdir / "op.log"
-        )
+        log_path = workdir / "op.log"
+        proc = start_process([sys.executable, "-m", "agentrun_cli.main", "operator"], env, log_path)
+        sampler = Sampler(proc.pid, f"http://127.0.0.1:{health}/livez", base, "agentrun-operator")
         try:
-            wait_http_ok(f"http://127.0.0.1:{health}/livez", 60, proc, workdir / "op.log")
+            wait_http_ok(f"http://127.0.0.1:{health}/livez", 60, proc, log_path)
             metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
             t_start = time.monotonic()
-            # Start-up: every run seen, the queued ones written Queued once.
-            while time.monotonic() - t_start < settle_cap:
-                depth = metric_sum(metrics_url, "agentrun_operator_queue_depth")
-                if depth >= 0.9 * queued:
+            sampler.start()
+            # Start-up: every queued run written Queued once (a status patch, a transcript
+            # chunk, the phase label and an Event each), then the steady state.
+            while time.monotonic() - t_start < settle_cap and proc.poll() is None:
+                written = metric_sum(
+                    metrics_url, 'agentrun_operator_phase_transitions_total{phase="Queued"'
+                )
+                if written >= queued:
                     break
                 time.sleep(1.0)
-            r0 = operator_requests(metrics_url)
-            time.sleep(2.0)
-            while time.monotonic() - t_start < settle_cap:
-                r1 = operator_requests(metrics_url)
-                if r1 - r0 < 2.0 * 12 * running:  # down to the steady rate
-                    break
-                r0 = r1
-                time.sleep(2.0)
+            time.sleep(5.0)
             startup = time.monotonic() - t_start
-            sampler = Sampler(
-                proc.pid, f"http://127.0.0.1:{health}/livez", base, "agentrun-operator"
-            )
+            at_steady = sampler.mark()
             before = operator_traffic(traffic)
             kinds0 = request_kinds(traffic)
             transcripts0 = written_to(traffic, "agentruntranscripts")
@@ -546,10 +578,7 @@ def scale(queued: int, running: int, window: float, run_seconds: int, settle_cap
             finished0 = metric_sum(metrics_url, "agentrun_operator_runs_finished_total")
             appended0 = metric_sum(metrics_url, "agentrun_operator_transcript_bytes_written_total")
             cpu0 = proc_cpu_seconds(proc.pid)
-            sampler.start()
             time.sleep(window)
-            sampler.stop.set()
-            sampler.thread.join()
             cpu = proc_cpu_seconds(proc.pid) - cpu0
             after = operator_traffic(traffic)
             kinds = request_kinds(traffic)
@@ -561,27 +590,41 @@ def scale(queued: int, running: int, window: float, run_seconds: int, settle_cap
             transcripts = written_to(traffic, "agentruntranscripts") - transcripts0
             status = written_to(traffic, "agentruns/status") - status0
             depth = metric_sum(metrics_url, "agentrun_operator_queue_depth")
+        except (httpx.HTTPError, ProcessLookupError, FileNotFoundError) as exc:
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+            print(f"scale: the operator stopped answering ({exc}); its log ends:\n{tail}")
+            lag, renewals, rss, apiserver = sampler.figures(0, None)
+            print(
+                f"  until then: event-loop lag p99 {pct(lag, 0.99):.1f} ms, max "
+                f"{max(lag, default=0):.0f} ms; apiserver /version p99 {pct(apiserver, 0.99):.1f}"
+                f" ms, max {max(apiserver, default=0):.0f} ms; RSS {max(rss, default=0):.1f} MiB"
+            )
+            return
         finally:
+            sampler.stop.set()
+            sampler.thread.join()
             stop_process(proc)
 
     runs = max(finished, 1.0)
-    renew_gaps = [b - a for a, b in itertools.pairwise(sampler.renewals)]
-    missed = sum(1 for g in renew_gaps if g > 10.0)
     print(
         f"scale: {queued} queued + {running} running (created in {created_in:.1f} s; "
         f"operator start-up {startup:.1f} s); steady window {window:.0f} s, "
         f"{finished:.0f} runs finished, {depth:.0f} still queued"
     )
+    for label, (lag, renewals, rss, apiserver) in (
+        ("start-up", sampler.figures(0, at_steady)),
+        ("steady", sampler.figures(at_steady, None)),
+    ):
+        gaps = [b - a for a, b in itertools.pairwise(renewals)]
+        missed = sum(1 for g in gaps if g > LEASE_DURATION_SECONDS)
+        print(
+            f"  {label + ':':10}event-loop lag p99 {pct(lag, 0.99):.1f} ms (/livez latency, "
+            f"p50 {pct(lag, 0.5):.1f} ms); Lease renew p99 {pct(gaps, 0.99):.2f} s "
+            f"(every {LEASE_RENEW_SECONDS:.0f} s nominal; {len(gaps)} renewals, {missed} missed, "
+            f"holders {len(sampler.holders)}); RSS {max(rss, default=0.0):.1f} MiB; "
+            f"apiserver /version p99 {pct(apiserver, 0.99):.1f} ms"
+        )
     print(f"  operator CPU            {cpu / window:.3f} s/s")
-    print(
-        f"  event-loop lag p99      {pct(sampler.livez_ms, 0.99):.1f} ms (/livez latency; "
-        f"p50 {pct(sampler.livez_ms, 0.5):.1f} ms, {len(sampler.livez_ms)} samples)"
-    )
-    print(
-        f"  Lease renew p99         {pct(renew_gaps, 0.99):.2f} s (every 2 s nominal; "
-        f"{len(renew_gaps)} renewals, {missed} missed, holders {len(sampler.holders)})"
-    )
-    print(f"  RSS                     {max(sampler.rss, default=0.0):.1f} MiB (max)")
     print(
         f"  apiserver requests/run  {(after.requests - before.requests) / runs:.1f} "
         f"(bytes sent/run {(after.request_bytes - before.request_bytes) / runs / 1024:.1f} KiB, "

@@ -163,18 +163,25 @@ class Kube:
     async def _call(self, coro: Any, *, control: bool = True) -> Any:
         """Await one API call with typed errors; ``control`` calls wait for a control-pool slot
         (a raw response's body is read just after, briefly over the limit)."""
+        slots = self._control_slots if control else None
+        if slots is not None:
+            try:
+                await slots.acquire()
+            except BaseException:
+                coro.close()  # cancelled while waiting: the request was never sent
+                raise
         self.requests.count += 1
         metrics.API_REQUESTS.inc()
         try:
-            if control and self._control_slots is not None:
-                async with self._control_slots:
-                    return await coro
             return await coro
         except ApiException as exc:
             raise from_api_exception(exc) from exc
         except TRANSPORT_ERRORS as exc:
             # Refused, reset, cut mid-body or timed out: retryable, like a 503.
             raise from_transport_error(exc) from exc
+        finally:
+            if slots is not None:
+                slots.release()
 
     # -- AgentRuns
     async def get_run(self, namespace: str, name: str) -> Obj:

@@ -56,7 +56,7 @@ log = logging.getLogger("agentrun.operator")
 
 Obj = dict[str, Any]
 RunKey = tuple[str, str]
-STARTUP_CONCURRENCY = 64
+STARTUP_CONCURRENCY = 32
 """Run tasks in their first pass at once (see :attr:`RunContext.first_passes`)."""
 
 RUNNER_REASONS = {

@@ -25,6 +25,8 @@ from agentrun_operator.reconciler import RunContext
 RUN_SELECTOR = {names.LABEL_RUN: kopf.PRESENT}
 WATCH_SELECTORS = (("batch/v1", "jobs"), ("v1", "pods"))
 """The resources (as the handlers name them) watched with the ``agentrun.dev/run`` selector."""
+KOPF_WORKERS = 200
+KOPF_WORKER_IDLE_SECONDS = 0.5
 
 
 @kopf.on.startup()
@@ -44,6 +46,12 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # handlers' ``labels=`` filter only after every object in the namespace was received).
     for selector in WATCH_SELECTORS:
         settings.watching.label_selectors[selector] = names.LABEL_RUN
+    # A listing of 10,000 AgentRuns (start-up, a relist) must not become 10,000 workers ready
+    # at once on the loop that also renews the Lease: at most KOPF_WORKERS objects are handled
+    # at a time (the watch stream waits meanwhile), and a worker idle for KOPF_WORKER_IDLE
+    # seconds frees its place (kopf's 5 s would hold places long after their event).
+    settings.queueing.worker_limit = KOPF_WORKERS
+    settings.queueing.idle_timeout = KOPF_WORKER_IDLE_SECONDS
 
 
 @kopf.on.login()

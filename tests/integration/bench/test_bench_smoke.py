@@ -26,6 +26,14 @@ CASES = {
         rf"baseline \(no operator\): ({NUMBER}) AgentRun\+Job pairs/s",
         rf"operator RSS: ({NUMBER}) MiB",
         rf"\n\s+20\s+\d+\s+({NUMBER})\s+{NUMBER}\s+{NUMBER}",
+        rf"admission CPU per second at \d+ queued, \d+ slots: ({NUMBER}) ms/s "
+        rf"\(replaced algorithm: ({NUMBER}) ms/s",
+        rf"steady window {NUMBER} s, ({NUMBER}) runs finished",
+        rf"operator CPU\s+({NUMBER}) s/s",
+        rf"steady:\s+event-loop lag p99 ({NUMBER}) ms .*Lease renew p99 ({NUMBER}) s "
+        rf"\(every 5 s nominal; (\d+) renewals, 0 missed, holders 1\); RSS ({NUMBER}) MiB",
+        rf"apiserver requests/run\s+({NUMBER}) \(bytes sent/run ({NUMBER}) KiB",
+        rf"transcript bytes/run\s+written ({NUMBER}) KiB for ({NUMBER}) KiB of events",
     ],
     "bench_runner.py": [
         rf"tiny runner\s+first event\s+({NUMBER}) s",
@@ -52,4 +60,5 @@ def test_benchmark_smoke_prints_its_figures(script: str) -> None:
     for pattern in CASES[script]:
         found = re.search(pattern, out.stdout)
         assert found, f"{script}: no figure matching {pattern!r} in:\n{out.stdout}"
-        assert float(found.group(1)) > 0, found.group(0)
+        for figure in found.groups():
+            assert float(figure) > 0, found.group(0)
