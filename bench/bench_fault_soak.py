@@ -340,6 +340,22 @@ class Soak:
             time.sleep(0.25)
         return time.monotonic() - t0
 
+    def api_catch_up(self, client: Client, timeout: float = 60) -> float:
+        """Seconds until the API shows every run finished, once the faults stopped (its run
+        cache may still be backing off from the last ones); ``timeout`` at most."""
+        started = time.monotonic()
+        pending = list(self.runs)
+        while pending and time.monotonic() - started < timeout:
+            views = [client.call("GET", f"/api/v1/runs/{r.job_id}").json() for r in pending]
+            pending = [
+                r
+                for r, view in zip(pending, views, strict=True)
+                if view.get("status") not in ("succeeded", "failed", "cancelled")
+            ]
+            if pending:
+                time.sleep(0.5)
+        return time.monotonic() - started
+
     def check(self, client: Client, k: SyncKube, jobs: JobWatch, hooks: WebhookReceiver) -> None:
         by_job_id: dict[str, list[Any]] = defaultdict(list)
         for item in hooks.requests():
@@ -499,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             if all(r.job_id in got for r in runs):
                 break
             time.sleep(0.5)
+        caught_up = soak.api_catch_up(client)
         soak.check(client, k, jobs, hooks)
         stuck = [r for r in runs if r.terminal_at is None]
         latencies = [r.terminal_at - r.submitted_at for r in runs if r.terminal_at is not None]
@@ -515,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         if jobs.errors:
             print(f"  Job watch errors (it relisted): {len(jobs.errors)}: {jobs.errors[:3]}")
         print(f"  client retries (API): {dict(client.retries)}")
+        print(f"  API showed every run finished {caught_up:.1f}s after the faults stopped")
         if latencies:
             print(
                 f"  submit -> terminal: p50 {statistics.median(latencies):.1f}s "
