@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -131,7 +133,7 @@ class RunContext:
     def __init__(self, settings: OperatorSettings, kube: Kube) -> None:
         self.settings = settings
         self.kube = kube
-        self.bodies: dict[RunKey, Obj] = {}
+        self.bodies = RunBodies()
         self.events: dict[RunKey, asyncio.Event] = {}
         self.tasks: dict[RunKey, asyncio.Task[None]] = {}
         self.admissions: dict[str, Admission] = {}
@@ -164,10 +166,14 @@ class RunContext:
 
     def remember(self, key: RunKey, body: Obj) -> Obj | None:
         """Keep ``body`` unless an equal or newer version is already kept (watch events can
-        arrive after this process read or wrote a newer one). Returns the previous body."""
+        arrive after this process read or wrote a newer one; resourceVersions are opaque in the
+        API conventions but etcd revisions in practice: if either is not a number, the
+        incoming one is kept). Returns the previous body."""
+        kept = self.bodies.resource_version(key)
+        incoming = _resource_version(body)
+        if kept is not None and incoming is not None and kept >= incoming:
+            return self.bodies.get(key)
         previous = self.bodies.get(key)
-        if previous is not None and _newer_or_same(previous, body):
-            return previous
         self.bodies[key] = body
         return previous
 
@@ -189,10 +195,7 @@ class RunContext:
             self.bodies.pop(key, None)
             self.changed.discard(key)
             return
-        # A shallow copy, not a deep one: each watch event is a freshly decoded object that
-        # kopf never changes afterwards, and nothing here mutates a kept body (updates replace
-        # it whole), so 10,000 queued runs cost their bodies once, not twice.
-        previous = self.remember(key, dict(body))
+        previous = self.remember(key, body)
         if key not in self.tasks:
             self.events[key] = asyncio.Event()
             task = asyncio.create_task(self._run_task(key), name=f"run:{key[0]}/{key[1]}")
@@ -454,7 +457,9 @@ class RunReconciler:
                         waiting = StatusDecision(Phase.QUEUED, None, "waiting for a free slot")
                         await self.set_phase(run, waiting)
                     # No timer: admission wakes the runs that fit (a slot freed, a recount),
-                    # and a cancel wakes its run; 10,000 queued runs cost nothing while idle.
+                    # and a cancel wakes its run; 10,000 queued runs cost nothing while idle
+                    # (nor hold a decoded run: it is read again when woken).
+                    del run
                     await self.wait(None)
                     continue
                 # A Job just created has no pod yet: decide from it without reading again. But
@@ -1016,20 +1021,61 @@ class RunReconciler:
         await self.patch_status({"transcript": state.to_k8s()})
 
 
+class RunBodies:
+    """The last body seen of each run, kept as compact JSON text, not as decoded objects.
+
+    10,000 queued runs are 10,000 bodies held for hours: decoded, each is a tree of dicts and
+    strings about seven times its JSON size, and every one of those objects is walked by each
+    full garbage collection (pauses of hundreds of milliseconds on the loop that renews the
+    Lease). A string is one object the collector skips. A body is decoded when read (a run
+    task reads its body once per wake), and a read returns a fresh dict the caller may keep.
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[RunKey, str] = {}
+        self._versions: dict[RunKey, int | None] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._texts
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __getitem__(self, key: RunKey) -> Obj:
+        body: Obj = json.loads(self._texts[key])
+        return body
+
+    def __setitem__(self, key: RunKey, body: Mapping[str, Any]) -> None:
+        self._texts[key] = json.dumps(body, separators=(",", ":"), default=str)
+        self._versions[key] = _resource_version(body)
+
+    def get(self, key: RunKey, default: Obj | None = None) -> Obj | None:
+        text = self._texts.get(key)
+        if text is None:
+            return default
+        body: Obj = json.loads(text)
+        return body
+
+    def pop(self, key: RunKey, default: Obj | None = None) -> Obj | None:
+        text = self._texts.pop(key, None)
+        self._versions.pop(key, None)
+        if text is None:
+            return default
+        body: Obj = json.loads(text)
+        return body
+
+    def resource_version(self, key: RunKey) -> int | None:
+        """The kept body's resourceVersion (None: none kept, or not a number)."""
+        return self._versions.get(key)
+
+
 def _status_field(run: AgentRun, field: str) -> Any:
     return run.status.to_k8s().get(field)
 
 
-def _resource_version(body: Obj) -> int | None:
+def _resource_version(body: Mapping[str, Any]) -> int | None:
     value = (body.get("metadata") or {}).get("resourceVersion")
     try:
         return int(str(value))
     except ValueError:
         return None
-
-
-def _newer_or_same(kept: Obj, incoming: Obj) -> bool:
-    """Is ``kept`` at least as new as ``incoming``? resourceVersions are opaque in the API
-    conventions but etcd revisions in practice; if either is not a number, trust the incoming."""
-    a, b = _resource_version(kept), _resource_version(incoming)
-    return a is not None and b is not None and a >= b
