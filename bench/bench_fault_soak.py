@@ -564,7 +564,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"PROBLEMS (seed {seed}): {len(soak.problems)}")
             for problem in soak.problems[:40]:
                 print(f"  - {problem}")
-            (soak.folder / "problems.txt").write_text("\n".join(soak.problems) + "\n")
+            history = list(server.faults.history)
+            notes = []
+            for run in runs:
+                if any(run.job_id in problem for problem in soak.problems):
+                    notes.append(f"faults on the requests of {run.key} ({run.name}):")
+                    notes += [
+                        f"  {time.strftime('%H:%M:%S', time.gmtime(at))}.{int(at % 1 * 1000):03d}"
+                        f" {fault} {method} {path}"
+                        for at, fault, method, path in history
+                        if run.name in path or not path
+                    ]
+            (soak.folder / "problems.txt").write_text("\n".join(soak.problems + notes) + "\n")
             soak.keep_log(system.operator_log, "operator-final")
             for _, _, api_log in system.apis:
                 soak.keep_log(api_log, api_log.stem)

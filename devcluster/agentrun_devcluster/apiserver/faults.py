@@ -46,7 +46,8 @@ import enum
 import random
 import re
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,6 +241,9 @@ class APIFaultInjector:
         self._lock = threading.Lock()
         self._rng = random.Random()
         self.fired: Counter[str] = Counter()
+        #: The latest faults fired, oldest first: (time.time(), fault, method, path); restarts
+        #: and compactions have an empty method and path.
+        self.history: deque[tuple[float, str, str, str]] = deque(maxlen=20_000)
 
     def add(self, fault: APIFault | str, **params: Any) -> APIFaultRule:
         """Add a request fault rule (see :class:`APIFaultRule` for ``params``)."""
@@ -280,6 +284,7 @@ class APIFaultInjector:
     def count(self, fault: APIFault) -> None:
         with self._lock:
             self.fired[fault.value] += 1
+            self.history.append((time.time(), fault.value, "", ""))
 
     def pick(self, info: RequestInfo) -> APIFaultRule | None:
         """The fault this client request gets, if any (counted as fired)."""
@@ -288,6 +293,7 @@ class APIFaultInjector:
                 if rule.matches(info) and (rule.rate >= 1.0 or self._rng.random() < rule.rate):
                     rule.fired += 1
                     self.fired[rule.fault.value] += 1
+                    self.history.append((time.time(), rule.fault.value, info.method, info.path))
                     return rule
             chaos = self._chaos
             if chaos is None:
@@ -299,6 +305,7 @@ class APIFaultInjector:
                 return None
             fault = chaos.rng.choice(candidates)
             self.fired[fault.value] += 1
+            self.history.append((time.time(), fault.value, info.method, info.path))
             return APIFaultRule(
                 fault,
                 seconds=cfg.hang_seconds,
