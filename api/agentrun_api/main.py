@@ -21,9 +21,11 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import secrets
 import signal
 import socket
 import sys
+from collections.abc import MutableMapping
 from types import FrameType
 from typing import Any, cast
 
@@ -31,6 +33,8 @@ import uvicorn
 from prometheus_client import start_http_server
 
 from agentrun_api.settings import APISettings, load_settings
+
+READ_TOKEN_KEY_ENV = "AGENTRUN_API_READ_TOKEN_KEY"
 
 log = logging.getLogger("agentrun.api")
 
@@ -195,6 +199,15 @@ def _worker_main(index: int, listener: socket.socket) -> None:
     )
 
 
+def share_read_token_key(settings: APISettings, environ: MutableMapping[str, str]) -> None:
+    """With no read-token signing key configured, draw one for all workers (in ``environ``,
+    which spawned workers inherit): else each worker would draw its own, and a read token
+    signed by one would be refused by the others."""
+    signing, _ = settings.read_token_keys()
+    if signing is None:
+        environ[READ_TOKEN_KEY_ENV] = secrets.token_urlsafe(32)
+
+
 def run_workers(settings: APISettings) -> int:
     """Bind the port once, serve it from ``settings.workers`` processes, and supervise them.
 
@@ -202,6 +215,7 @@ def run_workers(settings: APISettings) -> int:
     that exits without one stops the others and the parent exits 1: a partly serving pod would
     look healthy while refusing its share of connections.
     """
+    share_read_token_key(settings, os.environ)
     listener = uvicorn.Config(
         "agentrun_api.app:create_app", host=settings.host, port=settings.port
     ).bind_socket()

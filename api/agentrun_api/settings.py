@@ -68,8 +68,8 @@ class APISettings(BaseSettings):
         default=None,
         description="HMAC key that signs the run-scoped read tokens in poll_url/stream_url (at "
         "least 32 characters; the same on every replica). A `signing-key` file in "
-        "read_token_keys_dir wins. Unset with auth on: a random key per process (read tokens "
-        "then work on that replica only, until it restarts).",
+        "read_token_keys_dir wins. Unset with auth on: a random key per replica, shared by its "
+        "workers (read tokens then work on that replica only, until it restarts).",
     )
     read_token_verify_keys: list[SecretStr] = Field(
         default_factory=list,
