@@ -15,7 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
+from agentrun_contract.stream import decode_transcript
+from agentrun_devcluster.apiserver.faults import SYSTEM_TOKEN, APIFault
+from agentrun_devcluster.system import DevSystem, SyncKube
 
 SOAK = Path(__file__).resolve().parents[3] / "bench" / "bench_fault_soak.py"
 RUNS = int(os.environ.get("AGENTRUN_SOAK_RUNS", "30"))
@@ -66,3 +70,42 @@ def test_fault_soak_loses_nothing() -> None:
     assert figure(out, "webhooks delivered") == RUNS
     assert figure(out, "runs stuck") == 0
     assert figure(out, "processes that died by themselves") == 0
+
+
+def transcript_logs(k: SyncKube, run_name: str) -> list[str]:
+    events = []
+    for item in k.items(
+        "/apis/agentrun.dev/v1alpha1/namespaces/default/agentruntranscripts",
+        labelSelector=f"agentrun.dev/run={run_name}",
+    ):
+        events += decode_transcript(item["spec"].get("events") or "")
+    return [
+        str(e.data.get("message")) for e in sorted(events, key=lambda e: e.id) if e.event == "log"
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_failed_run_keeps_its_log_through_a_cut_then_half_open_follow() -> None:
+    """The soak's most frequent loss, made deterministic: the follow is cut mid-chunk, the
+    resumed follow is held open with no answer; the agent_error run must still keep every
+    line its agent printed (seed 78480218, runs soak-78480218-1 and -38)."""
+    with DevSystem() as system:
+        faults = system.cluster.server.faults
+        faults.add(APIFault.LOG_CUT, times=1, after_bytes=50)
+        faults.add(APIFault.HANG, times=1, seconds=20, path="/log$")
+        k = SyncKube(system.cluster.base_url, token=SYSTEM_TOKEN)
+        created = httpx.post(
+            f"{system.api_url}/api/v1/runs", json={"prompt": "fail lines=3"}, timeout=30
+        )
+        job_id = created.json()["job_id"]
+
+        def finished() -> dict[str, object] | None:
+            view = httpx.get(f"{system.api_url}/api/v1/runs/{job_id}", timeout=30).json()
+            return view if view["status"] in ("succeeded", "failed", "cancelled") else None
+
+        view = k.wait_for("the run to finish", finished, timeout=120, interval=0.5)
+        assert (view["status"], view["reason"]) == ("failed", "agent_error")
+        assert dict(faults.fired) == {"log_cut": 1, "hang": 1}
+        logs = [m for m in transcript_logs(k, job_id.replace("_", "-")) if m.startswith("tiny")]
+        assert logs == [f"tiny log line {i} of 3" for i in (1, 2, 3)], system.logs()[-3000:]
