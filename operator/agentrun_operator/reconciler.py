@@ -318,6 +318,7 @@ class RunReconciler:
         self.job_id = names.job_id_for_run_name(self.name)
         self.pod_started = False
         self.tail_pod_finished = False
+        self.tail_pod: str | None = None
         """The runner container had ended when the log stream was last opened."""
         self.last_interruption_event = -math.inf
         self.stored_result: str | None = None
@@ -685,6 +686,7 @@ class RunReconciler:
         assert self.writer is not None
         if self.folder is None:
             self.folder = LogFolder(self.writer, run_id=self.job_id, nonce=self.nonce)
+        self.tail_pod = decision.pod_name
         self.tailer = asyncio.create_task(self.tail(decision.pod_name), name=f"tail:{self.name}")
 
     async def tail(self, pod: str) -> None:
@@ -826,28 +828,63 @@ class RunReconciler:
         self.stored_result = result
         folder.result_stored()
 
-    async def drain_tailer(self, seconds: float) -> None:
+    async def drain_tailer(self, seconds: float, *, patience: float | None = None) -> None:
+        """Wait up to ``seconds`` for the tail to read the log to its end.
+
+        The container has ended, so its log is finite and a healthy follow stream ends with
+        it. A tail still reading after ``patience`` seconds is presumed stuck on a stream that
+        will never end (a half-open connection, a server that keeps it open): it is replaced
+        once by a fresh tail from the last line kept, for the rest of ``seconds``."""
         if self.tailer is None:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(self.tailer), seconds)
-        except TimeoutError:
-            log.warning(
-                "pod log not read to its end in %.0f s; finishing without the rest",
-                seconds,
-                extra=self.log_extra(),
-            )
-            self.tailer.cancel()
-        except asyncio.CancelledError:
-            self.tailer.cancel()
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # This run task is being stopped (the Lease lost, a shutdown, the run
-                # deleted): it must not go on to record a terminal status without the log.
-                raise
-            log.warning("log tail was cancelled", extra=self.log_extra())
-        except Exception as exc:
-            log.warning("log tail ended with %s", exc, extra=self.log_extra())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        replaced = patience is None or patience >= seconds
+        while True:
+            wait = deadline - loop.time()
+            if not replaced:
+                wait = min(wait, patience or 0.0)
+            try:
+                await asyncio.wait_for(asyncio.shield(self.tailer), max(wait, 0.0))
+                return
+            except TimeoutError:
+                if not replaced and self.tail_pod is not None:
+                    replaced = True
+                    await self.replace_stuck_tailer(self.tail_pod)
+                    continue
+                log.warning(
+                    "pod log not read to its end in %.0f s; finishing without the rest",
+                    seconds,
+                    extra=self.log_extra(),
+                )
+                self.tailer.cancel()
+                return
+            except asyncio.CancelledError:
+                self.tailer.cancel()
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # This run task is being stopped (the Lease lost, a shutdown, the run
+                    # deleted): it must not go on to record a terminal status without the log.
+                    raise
+                log.warning("log tail was cancelled", extra=self.log_extra())
+                return
+            except Exception as exc:
+                log.warning("log tail ended with %s", exc, extra=self.log_extra())
+                return
+
+    async def replace_stuck_tailer(self, pod: str) -> None:
+        """Cancel a tail whose stream outlived its container and start a fresh one, which
+        resumes from the last line kept (lines already folded in are skipped)."""
+        assert self.tailer is not None
+        self.tailer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.tailer
+        log.warning(
+            "pod log stream still open after its container ended; re-opening it",
+            extra=self.log_extra(),
+        )
+        self.tail_pod_finished = True
+        self.tailer = asyncio.create_task(self.tail(pod), name=f"tail:{self.name}")
 
     async def read_remaining_log(self) -> None:
         """A run that ended before its log was ever tailed (or whose tail died): read it to
@@ -865,6 +902,7 @@ class RunReconciler:
         if self.folder is None:
             self.folder = LogFolder(self.writer, run_id=self.job_id, nonce=self.nonce)
         self.tail_pod_finished = container_finished(pods[0])
+        self.tail_pod = name
         self.tailer = asyncio.create_task(self.tail(name), name=f"tail:{self.name}")
 
     # -- the end
@@ -880,12 +918,13 @@ class RunReconciler:
             await self.kube.delete_job(self.namespace, names.job_name(self.name))
         if decision.phase != Phase.CANCELLED:
             await self.read_remaining_log()
-        # A success's result is in its log: give the tail (resuming after faults) time to
-        # read it to the end; it returns at once when the log is complete.
-        drain = grace
-        if decision.phase == Phase.SUCCEEDED:
-            drain = max(grace, self.settings.log_drain_seconds)
-        await self.drain_tailer(drain)
+        # The log holds the result and every line the agent printed: give the tail (resuming
+        # after faults) time to read it to the end; it returns at once when the log is
+        # complete or the pod is gone. A cancelled run's pod is being killed: no wait.
+        if decision.phase == Phase.CANCELLED:
+            await self.drain_tailer(grace)
+        else:
+            await self.drain_tailer(max(grace, self.settings.log_drain_seconds), patience=grace)
         await self.flush_transcript(force=True)
 
         folder = self.folder
