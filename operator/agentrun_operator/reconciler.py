@@ -599,8 +599,14 @@ class RunReconciler:
         if created and run.metadata.creation_timestamp is not None:
             latency = (utcnow() - run.metadata.creation_timestamp).total_seconds()
             metrics.RECONCILE_LATENCY.observe(max(latency, 0.0))
-        self.extra_status["jobName"] = names.job_name(self.name)  # written with the next phase
-        log.info("job created", extra={**self.log_extra(), "job": names.job_name(self.name)})
+        job_name = names.job_name(self.name)
+        self.extra_status["jobName"] = job_name
+        if run.status.job_name != job_name and self.written.get("jobName") != job_name:
+            # Recorded at once, not with the next phase: a task that restarts after the Job
+            # was deleted must see job_deleted, never create a second Job (the agent would
+            # run twice).
+            await self.patch_status({"jobName": job_name})
+        log.info("job created", extra={**self.log_extra(), "job": job_name})
         return job
 
     async def set_phase(self, run: AgentRun, decision: StatusDecision) -> None:
@@ -722,6 +728,7 @@ class RunReconciler:
         assert folder is not None
         assert writer is not None
         finished_before_open = self.tail_pod_finished
+        opened_at = (writer.runner_seq, writer.log_timestamp, len(folder.result_parts))
         since: int | None = None
         if writer.log_timestamp is not None:
             seen = parse_time(writer.log_timestamp)
@@ -758,8 +765,17 @@ class RunReconciler:
             failure = exc  # cut mid-chunk, server gone, silent past the read timeout
         except ValueError as exc:
             failure = exc  # a garbled chunk
-        if failure is None and (finished_before_open or folder.saw_end):
-            return  # a clean end after the last word, or of a finished container's log
+        progressed = opened_at != (
+            writer.runner_seq,
+            writer.log_timestamp,
+            len(folder.result_parts),
+        )
+        if failure is None and (folder.saw_end or (finished_before_open and not progressed)):
+            # A clean end after the runner's last word, or a finished container's log read
+            # again with nothing new in it. A clean end that did bring new lines may still be
+            # short (the apiserver ends the response cleanly when its kubelet stream breaks):
+            # read once more.
+            return
         try:
             pods = await self.kube.list_pods(self.namespace, f"{names.LABEL_RUN}={self.name}")
         except KubeError as exc:

@@ -355,3 +355,59 @@ async def test_a_stopped_run_task_never_swallows_its_cancellation_while_draining
         await draining
     await asyncio.sleep(0)
     assert rec.tailer.cancelled()
+
+
+async def test_a_clean_but_short_end_of_a_finished_containers_log_is_read_again() -> None:
+    # The apiserver ends a log response cleanly when its kubelet stream breaks: a finished
+    # container's log that ended with new lines but before the runner's last word is read
+    # again, until a read brings nothing new or the last word arrives.
+    kube = FakeKube(
+        [Stream([START, LOG1]), Stream([LOG1, LOG2, LOG3]), Stream(WHOLE_LOG)],
+        pod_phases=["Succeeded"],
+    )
+    rec = reconciler(kube)
+    rec.tail_pod_finished = True
+    await asyncio.wait_for(rec.tail(POD), 10)
+    assert kube.opened == 3
+    assert rec.folder is not None
+    assert rec.folder.result() == "the answer"
+
+
+async def test_a_finished_log_without_a_last_word_ends_once_a_read_brings_nothing_new() -> None:
+    # An agent killed before its last word: the tail still ends (no endless re-reading).
+    partial = [START, LOG1, LOG2]
+    kube = FakeKube([Stream(partial)], pod_phases=["Failed"])
+    rec = reconciler(kube)
+    rec.tail_pod_finished = True
+    await asyncio.wait_for(rec.tail(POD), 10)
+    assert kube.opened == 2
+    assert rec.folder is not None
+    assert rec.folder.result() is None
+
+
+class HangingThenWholeKube(FakeKube):
+    """The first follow delivers two lines, then hangs (half-open) until cancelled."""
+
+    async def stream_pod_log(  # type: ignore[override]
+        self, namespace: str, pod: str, container: str, **_: Any
+    ) -> AsyncIterator[str]:
+        self.opened += 1
+        if self.opened == 1:
+            yield START
+            yield LOG1
+            await asyncio.Event().wait()
+        for text in WHOLE_LOG:
+            yield text
+
+
+async def test_drain_replaces_a_tail_stuck_on_a_stream_that_outlived_its_container() -> None:
+    kube = HangingThenWholeKube([], pod_phases=["Failed"])
+    rec = reconciler(kube)
+    rec.tail_pod = POD
+    rec.tailer = asyncio.create_task(rec.tail(POD))
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(rec.drain_tailer(5, patience=0.2), 10)
+    assert kube.opened == 2
+    assert rec.folder is not None
+    assert rec.folder.result() == "the answer"
+    assert rec.tailer is not None and rec.tailer.done()
