@@ -410,4 +410,5 @@ async def test_drain_replaces_a_tail_stuck_on_a_stream_that_outlived_its_contain
     assert kube.opened == 2
     assert rec.folder is not None
     assert rec.folder.result() == "the answer"
-    assert rec.tailer is not None and rec.tailer.done()
+    assert rec.tailer is not None
+    assert rec.tailer.done()
