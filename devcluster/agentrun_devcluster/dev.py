@@ -86,7 +86,9 @@ class DevSettings(BaseSettings):
 
 
 DEFAULT_CREDENTIALS_SECRET = "agentrun-llm-credentials"  # operator default
-CREDENTIAL_ENV_KEYS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "MODEL_NAME")
+CREDENTIAL_ENV_SUFFIXES = ("_API_KEY", "_API_BASE", "_BASE_URL", "_API_VERSION")
+"""Variables that configure an LLM provider, as litellm names them (OPENAI_API_KEY,
+ANTHROPIC_API_KEY, AZURE_API_BASE, AZURE_API_VERSION, OLLAMA_API_BASE, ...)."""
 STUB_MODEL = "openai/agentrun-stub"
 RUNNER_COMMANDS = {
     "praisonai": ["agentrun-runner"],
@@ -105,10 +107,17 @@ def credentials_secret_name() -> str:
 
 
 def credentials_from_env(environ: dict[str, str]) -> dict[str, str] | None:
-    """The LLM credentials to put in the Secret, from the caller's env; None without a key."""
-    if not environ.get("OPENAI_API_KEY"):
+    """The LLM credentials to put in the Secret, from the caller's env: ``MODEL_NAME`` and
+    every provider variable (any litellm provider: a key, or a base URL for keyless ones such
+    as Ollama); None when there is neither a key nor an ``OLLAMA_API_BASE``."""
+    found = {
+        k: v
+        for k, v in environ.items()
+        if v and (k == "MODEL_NAME" or k.endswith(CREDENTIAL_ENV_SUFFIXES))
+    }
+    if not any(k.endswith("_API_KEY") for k in found) and "OLLAMA_API_BASE" not in found:
         return None
-    return {k: environ[k] for k in CREDENTIAL_ENV_KEYS if environ.get(k)}
+    return found
 
 
 def stub_credentials(stub_url: str) -> dict[str, str]:
@@ -245,10 +254,12 @@ class DevStack:
             creds = credentials_from_env(dict(os.environ))
             if creds is None:
                 return (
-                    "WARNING: no LLM credentials: OPENAI_API_KEY is not set, so the Secret "
+                    "WARNING: no LLM credentials: no provider key (OPENAI_API_KEY, "
+                    "ANTHROPIC_API_KEY, ...) nor OLLAMA_API_BASE is set, so the Secret "
                     f"{self.namespace}/{name} was not created and runs will fail with "
-                    f"missing_credentials. Fix: export OPENAI_API_KEY=... (and optionally "
-                    "OPENAI_BASE_URL, MODEL_NAME) before `agentrun dev`, or use --stub-llm."
+                    "missing_credentials. Fix: export OPENAI_API_KEY=... (or another "
+                    "provider's variables, and MODEL_NAME) before `agentrun dev`, or use "
+                    "--stub-llm."
                 )
             data = creds
             note = (

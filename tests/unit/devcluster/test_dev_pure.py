@@ -23,6 +23,19 @@ def test_credentials_only_with_a_key() -> None:
     assert creds == {"OPENAI_API_KEY": "sk", "OPENAI_BASE_URL": "http://x/v1", "MODEL_NAME": "m"}
 
 
+def test_credentials_of_any_provider() -> None:
+    anthropic = {"ANTHROPIC_API_KEY": "k", "MODEL_NAME": "anthropic/claude-sonnet-4-5", "PATH": "/"}
+    assert credentials_from_env(anthropic) == {
+        "ANTHROPIC_API_KEY": "k",
+        "MODEL_NAME": "anthropic/claude-sonnet-4-5",
+    }
+    azure = {"AZURE_API_KEY": "k", "AZURE_API_BASE": "https://a", "AZURE_API_VERSION": "v"}
+    assert credentials_from_env(azure) == azure
+    # Ollama needs no key, only its base URL
+    ollama = {"OLLAMA_API_BASE": "http://127.0.0.1:11434", "MODEL_NAME": "ollama_chat/llama3"}
+    assert credentials_from_env(ollama) == ollama
+
+
 def test_stub_credentials_point_at_the_stub() -> None:
     assert stub_credentials("http://127.0.0.1:5/v1") == {
         "OPENAI_API_KEY": "stub",
