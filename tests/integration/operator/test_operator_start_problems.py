@@ -158,8 +158,10 @@ def test_the_run_starts_once_the_service_account_exists(k: SyncKube, start_opera
 def test_events_are_read_only_while_nothing_else_explains_the_wait(
     k: SyncKube, start_operator: Any, op_cluster: ControlledCluster, monkeypatch: Any
 ) -> None:
-    """A run whose pod starts reads no Events; a pod held unschedulable (its status says why)
-    reads none either; a refused pod reads them once per resync, no more."""
+    """Events are read only while nothing else explains the wait: once a run runs, and while
+    a pod is held unschedulable (its status says why), no more are read; a refused pod's are
+    read once per resync, no more. (A pod that takes longer than a resync to start may have
+    its Events read while it is pending: at 0.5 s here, that is normal.)"""
     reads = count_event_lists(op_cluster, monkeypatch)
     h.create_credentials(k)
     op_cluster.faults.add({"agentrun.dev/run": "held"}, "unschedulable")
@@ -172,8 +174,9 @@ def test_events_are_read_only_while_nothing_else_explains_the_wait(
         lambda: status(k, "held").get("reason") == "unschedulable",
         timeout=20,
     )
-    time.sleep(2.0)  # four resyncs
-    assert reads == []
+    explained = len(reads)
+    time.sleep(2.0)  # four resyncs: the running-then-finished run and the held one read none
+    assert reads[explained:] == []
 
     k.delete(f"{SERVICE_ACCOUNTS}/agentrun-runner")
     h.make_run(k, "refused", "hello")
