@@ -602,10 +602,18 @@ class RunReconciler:
         job_name = names.job_name(self.name)
         self.extra_status["jobName"] = job_name
         if run.status.job_name != job_name and self.written.get("jobName") != job_name:
-            # Recorded at once, not with the next phase: a task that restarts after the Job
-            # was deleted must see job_deleted, never create a second Job (the agent would
-            # run twice).
-            await self.patch_status({"jobName": job_name})
+            # Recorded at once, not with the next phase, and retried here rather than by a
+            # whole new pass: a task that starts over after the Job was deleted must see
+            # job_deleted, never create a second Job (the agent would run twice).
+            async for attempt in stamina.retry_context(
+                on=_retryable,
+                attempts=None,
+                timeout=self.settings.log_drain_seconds,
+                wait_initial=self.settings.log_reconnect_seconds,
+                wait_max=self.settings.log_reconnect_max_seconds,
+            ):
+                with attempt:
+                    await self.patch_status({"jobName": job_name})
         log.info("job created", extra={**self.log_extra(), "job": job_name})
         return job
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from agentrun_contract import names
 from agentrun_contract.resource import AgentRun
+from agentrun_kube.errors import Unavailable
 from agentrun_operator.reconciler import RunContext, RunReconciler
 from agentrun_operator.settings import OperatorSettings
 
@@ -66,3 +67,38 @@ async def test_job_name_is_written_right_after_the_job_is_created() -> None:
     assert kube.calls[-1][1] == {"jobName": names.job_name(RUN)}
     # Known from then on: the next phase write does not need to repeat it.
     assert rec.written["jobName"] == names.job_name(RUN)
+
+
+class FlakyStatusKube(FakeKube):
+    """The status patch after the create fails twice with a dropped connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 2
+
+    async def patch_run_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        if self.failures:
+            self.failures -= 1
+            self.calls.append(("patch_status:dropped", dict(status)))
+            raise Unavailable(0, "ServerDisconnectedError", "no answer from the Kubernetes API")
+        return await super().patch_run_status(namespace, name, status, resource_version)
+
+
+async def test_job_name_is_retried_in_place_never_by_a_new_pass_that_creates_again() -> None:
+    kube = FlakyStatusKube()
+    settings = OperatorSettings(log_reconnect_seconds=0.01, log_reconnect_max_seconds=0.02)
+    ctx = RunContext(settings, kube)  # type: ignore[arg-type]
+    key = ("default", RUN)
+    ctx.remember(key, body())
+    rec = RunReconciler(ctx, key)
+    await rec.admit_and_create(AgentRun.model_validate(body()))
+    kinds = [call for call, _ in kube.calls]
+    assert kinds == [
+        "create_secret",
+        "create_job",
+        "patch_status:dropped",
+        "patch_status:dropped",
+        "patch_status",
+    ]
