@@ -120,6 +120,18 @@ def container_finished(pod: Obj) -> bool:
     return False
 
 
+def container_succeeded(pod: Obj) -> bool:
+    """Did the runner container exit 0? Its log then ends with the whole result."""
+    status = pod.get("status") or {}
+    if status.get("phase") == "Succeeded":
+        return True
+    for container in status.get("containerStatuses") or []:
+        if container.get("name") == runner.CONTAINER_NAME:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            return terminated.get("exitCode") == 0
+    return False
+
+
 def _retryable(exc: Exception) -> bool:
     """stamina hook: retry retryable API errors and dropped connections."""
     if isinstance(exc, KubeError):
@@ -319,6 +331,8 @@ class RunReconciler:
         self.pod_started = False
         self.tail_pod_finished = False
         self.tail_pod: str | None = None
+        self.log_ends_with_result = False
+        """The runner exited 0: its log is complete only once the whole result was read."""
         """The runner container had ended when the log stream was last opened."""
         self.last_interruption_event = -math.inf
         self.stored_result: str | None = None
@@ -778,11 +792,12 @@ class RunReconciler:
             writer.log_timestamp,
             len(folder.result_parts),
         )
-        if failure is None and (folder.saw_end or (finished_before_open and not progressed)):
+        settled = finished_before_open and not progressed and not self.log_ends_with_result
+        if failure is None and (folder.saw_end or settled):
             # A clean end after the runner's last word, or a finished container's log read
-            # again with nothing new in it. A clean end that did bring new lines may still be
-            # short (the apiserver ends the response cleanly when its kubelet stream breaks):
-            # read once more.
+            # again with nothing new in it (unless the runner exited 0: its log ends with the
+            # whole result). A clean end may be short, as the apiserver ends the response
+            # cleanly when its kubelet stream breaks: otherwise, read again.
             return
         try:
             pods = await self.kube.list_pods(self.namespace, f"{names.LABEL_RUN}={self.name}")
@@ -792,6 +807,7 @@ class RunReconciler:
         if found is None:
             return
         self.tail_pod_finished = container_finished(found)
+        self.log_ends_with_result = self.log_ends_with_result or container_succeeded(found)
         if isinstance(failure, TimeoutError):
             # Silent for the whole read timeout: a quiet agent or a half-open connection
             # (they look alike); re-open at once, without backoff (lines would only wait).
@@ -948,6 +964,7 @@ class RunReconciler:
         if decision.phase == Phase.CANCELLED:
             await self.drain_tailer(grace)
         else:
+            self.log_ends_with_result = decision.phase == Phase.SUCCEEDED
             await self.drain_tailer(max(grace, self.settings.log_drain_seconds), patience=grace)
         await self.flush_transcript(force=True)
 

@@ -412,3 +412,20 @@ async def test_drain_replaces_a_tail_stuck_on_a_stream_that_outlived_its_contain
     assert rec.folder.result() == "the answer"
     assert rec.tailer is not None
     assert rec.tailer.done()
+
+
+async def test_a_succeeded_containers_log_is_read_until_its_result_even_past_an_empty_read() -> (
+    None
+):
+    # A runner that exited 0 always wrote its result: an early clean end with nothing new
+    # (a broken kubelet stream) does not make the log complete.
+    kube = FakeKube(
+        [Stream([START, LOG1, LOG2, LOG3]), Stream([]), Stream(WHOLE_LOG)],
+        pod_phases=["Succeeded"],
+    )
+    rec = reconciler(kube)
+    rec.tail_pod_finished = True
+    await asyncio.wait_for(rec.tail(POD), 10)
+    assert kube.opened == 3
+    assert rec.folder is not None
+    assert rec.folder.result() == "the answer"
