@@ -792,7 +792,14 @@ class RunReconciler:
             writer.log_timestamp,
             len(folder.result_parts),
         )
-        settled = finished_before_open and not progressed and not self.log_ends_with_result
+        settled = finished_before_open and not progressed
+        if settled and self.log_ends_with_result and not folder.saw_end:
+            # Read before a restart, the result's lines lie behind the resume position once
+            # the result is stored: then nothing more is to come.
+            try:
+                settled = await self.known_result(self.run()) is not None
+            except KubeError as exc:
+                raise TailInterrupted(str(exc)) from exc
         if failure is None and (folder.saw_end or settled):
             # A clean end after the runner's last word, or a finished container's log read
             # again with nothing new in it (unless the runner exited 0: its log ends with the

@@ -429,3 +429,15 @@ async def test_a_succeeded_containers_log_is_read_until_its_result_even_past_an_
     assert kube.opened == 3
     assert rec.folder is not None
     assert rec.folder.result() == "the answer"
+
+
+async def test_a_succeeded_log_read_after_a_restart_ends_when_its_result_is_stored() -> None:
+    # After a restart the resume position lies past the result's lines once the result is
+    # stored: a re-read brings nothing new, and the stored result says the log is complete.
+    kube = FakeKube([Stream([])], pod_phases=["Succeeded"])
+    kube.results[RUN] = "the answer"
+    rec = reconciler(kube)
+    rec.tail_pod_finished = True
+    rec.log_ends_with_result = True
+    await asyncio.wait_for(rec.tail(POD), 5)
+    assert kube.opened == 1
