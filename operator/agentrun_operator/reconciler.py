@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -619,17 +619,22 @@ class RunReconciler:
             # Recorded at once, not with the next phase, and retried here rather than by a
             # whole new pass: a task that starts over after the Job was deleted must see
             # job_deleted, never create a second Job (the agent would run twice).
-            async for attempt in stamina.retry_context(
-                on=_retryable,
-                attempts=None,
-                timeout=self.settings.log_drain_seconds,
-                wait_initial=self.settings.log_reconnect_seconds,
-                wait_max=self.settings.log_reconnect_max_seconds,
-            ):
-                with attempt:
-                    await self.patch_status({"jobName": job_name})
+            await self.write_with_retries(lambda: self.patch_status({"jobName": job_name}))
         log.info("job created", extra={**self.log_extra(), "job": job_name})
         return job
+
+    async def write_with_retries(self, write: Callable[[], Awaitable[object]]) -> None:
+        """Run ``write`` until it succeeds, retrying retryable errors (a 429, a dropped
+        connection) with backoff for at most ``log_drain_seconds``; a final error is raised."""
+        async for attempt in stamina.retry_context(
+            on=_retryable,
+            attempts=None,
+            timeout=self.settings.log_drain_seconds,
+            wait_initial=self.settings.log_reconnect_seconds,
+            wait_max=self.settings.log_reconnect_max_seconds,
+        ):
+            with attempt:
+                await write()
 
     async def set_phase(self, run: AgentRun, decision: StatusDecision) -> None:
         """Write a non-terminal decision if it changed: the status event first (transcript),
@@ -860,15 +865,7 @@ class RunReconciler:
         if folder is None or result is None:
             return
         try:
-            async for attempt in stamina.retry_context(
-                on=_retryable,
-                attempts=None,
-                timeout=self.settings.log_drain_seconds,
-                wait_initial=self.settings.log_reconnect_seconds,
-                wait_max=self.settings.log_reconnect_max_seconds,
-            ):
-                with attempt:
-                    await self.kube.put_result(self.run(), result)
+            await self.write_with_retries(lambda: self.kube.put_result(self.run(), result))
         except KubeError as exc:
             log.error("result not stored: %s", exc, extra=self.log_extra())
             return
