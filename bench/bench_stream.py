@@ -38,6 +38,7 @@ from typing import Any, cast
 import httpx
 from agentrun_contract import names, resource
 from agentrun_contract.stream import StreamEvent, encode_transcript
+from agentrun_devcluster.system import free_port_range
 from agentrun_devcluster.testing import ClusterThread
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -234,20 +235,6 @@ async def wait_until(predicate: Any, within: float, step: float = 0.05) -> bool:
             return True
         await asyncio.sleep(step)
     return False
-
-
-def free_port_range(count: int) -> int:
-    """The first of ``count`` consecutive free ports (worker i serves metrics on base + i)."""
-    for _ in range(100):
-        base = free_port()
-        try:
-            for offset in range(count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 class API:

@@ -127,6 +127,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive free ports (worker i serves metrics on base + i)."""
+    for _ in range(100):
+        base = free_port()
+        try:
+            for offset in range(count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def _require_module(module: str, what: str) -> None:
     import importlib.util
 

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from agentrun_devcluster.system import free_port_range
 from agentrun_devcluster.testing import ClusterThread
 
 from .conftest import FAST_STREAM, REPO_ROOT, Seeder, free_port
@@ -26,20 +26,6 @@ pytestmark = pytest.mark.slow
 
 WORKERS = 2
 CLIENTS = 24
-
-
-def free_port_range(count: int) -> int:
-    """The first of ``count`` consecutive free ports (worker i serves metrics on base + i)."""
-    for _ in range(100):
-        base = free_port()
-        try:
-            for offset in range(count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 class WorkersAPI:

@@ -17,6 +17,8 @@ from agentrun_operator.reconciler import RunContext
 from agentrun_operator.settings import LeaderElectionSettings, OperatorSettings
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .conftest import Raw
+
 SKEWED_PAST = "2001-01-01T00:00:00.000000Z"
 SKEWED_FUTURE = "2099-01-01T00:00:00.000000Z"
 
@@ -63,24 +65,6 @@ def test_a_released_or_own_lease_is_free_at_once() -> None:
     assert observer.is_free()
     observer.observe(lease("me", SKEWED_FUTURE))
     assert observer.is_free()
-
-
-class Raw:
-    """A raw (``_preload_content=False``) response."""
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.status = 200
-        self.reason = "OK"
-        self.body = body
-
-    async def json(self) -> dict[str, Any]:
-        return copy.deepcopy(self.body)
-
-    async def text(self) -> str:
-        return json.dumps(self.body)
-
-    def release(self) -> None:
-        return None
 
 
 class FakeCoordination:

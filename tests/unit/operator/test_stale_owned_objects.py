@@ -17,6 +17,8 @@ from agentrun_operator.settings import OperatorSettings
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .conftest import Raw
+
 NEW_UID = "uid-new"
 OLD_UID = "uid-old"
 
@@ -43,22 +45,6 @@ def already_exists() -> ApiException:
     exc = ApiException(status=409, reason="Conflict")
     exc.body = json.dumps({"reason": "AlreadyExists", "message": "already exists"})
     return exc
-
-
-class Raw:
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.status = 200
-        self.reason = "OK"
-        self.body = body
-
-    async def json(self) -> dict[str, Any]:
-        return copy.deepcopy(self.body)
-
-    async def text(self) -> str:
-        return json.dumps(self.body)
-
-    def release(self) -> None:
-        return None
 
 
 class FakeStore:
