@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import enum
 import json
 import logging
 import math
@@ -101,6 +103,16 @@ def is_active(body: Obj) -> bool:
     return not bool((status.get("transcript") or {}).get("complete"))
 
 
+class DriveEnd(enum.Enum):
+    """How :meth:`RunReconciler.drive` returned."""
+
+    FINISHED = "finished"
+    """The run needs nothing more (terminal with its transcript complete)."""
+    PARKED = "parked"
+    """The run waits in the admission queue: it keeps no task until admission or a spec
+    change wakes it (see :attr:`RunContext.parked`)."""
+
+
 class TailInterrupted(Exception):
     """A pod log stream ended before the log did, without new lines: re-open with backoff."""
 
@@ -148,6 +160,11 @@ class RunContext:
         self.bodies = RunBodies()
         self.events: dict[RunKey, asyncio.Event] = {}
         self.tasks: dict[RunKey, asyncio.Task[None]] = {}
+        self.parked: set[RunKey] = set()
+        """Queued runs without a task: their Queued status is written and they wait for
+        admission. 10,000 queued runs must not keep 10,000 tasks, their frames and their
+        reconcilers; a wake (admission, a spec change such as a cancel) starts a task again,
+        which reads the run afresh."""
         self.admissions: dict[str, Admission] = {}
         self.changed: set[RunKey] = set()
         self.first_passes = asyncio.Semaphore(STARTUP_CONCURRENCY)
@@ -157,6 +174,7 @@ class RunContext:
         memory at the same time."""
         """Runs with a watch event (their spec, Job or Pod) since their task last read them."""
         kube.size_log_pool(settings.log_follow_connections)
+        metrics.ACTIVE_RUNS.set_function(lambda: self.following)
         self.stopping = False
         """Set by :meth:`stop` (shutdown, or the Lease lost): no run task acts any more."""
 
@@ -172,9 +190,27 @@ class RunContext:
         return self.admissions[namespace]
 
     def wake(self, key: RunKey) -> None:
+        if key in self.parked:
+            self.start_task(key)
+            return
         event = self.events.get(key)
         if event is not None:
             event.set()
+
+    def start_task(self, key: RunKey) -> None:
+        """Start the run's task (it has none). The task gets a context of its own: created
+        from a kopf handler, it would otherwise keep kopf's context variables (the event's
+        body, patch and logger) alive for its whole life."""
+        self.parked.discard(key)
+        self.events[key] = asyncio.Event()
+        self.tasks[key] = asyncio.create_task(
+            self._run_task(key), name=f"run:{key[0]}/{key[1]}", context=contextvars.Context()
+        )
+
+    @property
+    def following(self) -> int:
+        """Non-terminal runs followed: with a task, or parked in the queue."""
+        return len(self.tasks) + len(self.parked)
 
     def remember(self, key: RunKey, body: Obj) -> Obj | None:
         """Keep ``body`` unless an equal or newer version is already kept (watch events can
@@ -196,6 +232,7 @@ class RunContext:
         if deleted:
             self.bodies.pop(key, None)
             self.changed.discard(key)
+            self.parked.discard(key)
             task = self.tasks.pop(key, None)
             if task is not None:
                 task.cancel()
@@ -208,11 +245,15 @@ class RunContext:
             self.changed.discard(key)
             return
         previous = self.remember(key, body)
-        if key not in self.tasks:
-            self.events[key] = asyncio.Event()
-            task = asyncio.create_task(self._run_task(key), name=f"run:{key[0]}/{key[1]}")
-            self.tasks[key] = task
-        elif previous is None or previous.get("spec") != body.get("spec"):
+        spec_changed = previous is None or previous.get("spec") != body.get("spec")
+        if key in self.parked:
+            # Our own Queued writes echo back, and relists repeat every run: only a spec
+            # change (a cancel) needs the parked run's task back.
+            if spec_changed:
+                self.start_task(key)
+        elif key not in self.tasks:
+            self.start_task(key)
+        elif spec_changed:
             # Status changes are ours: only a spec change (a cancel) needs the task awake.
             self.changed.add(key)
             self.wake(key)
@@ -244,12 +285,12 @@ class RunContext:
             self.tasks.pop(key, None)
             self.events.pop(key, None)
             return
-        metrics.ACTIVE_RUNS.inc()
+        end = DriveEnd.FINISHED
         try:
             while not self.stopping:
                 reconciler = RunReconciler(self, key)
                 try:
-                    await reconciler.drive()
+                    end = await reconciler.drive()
                     break
                 except NotFound:
                     break  # the run was deleted
@@ -265,13 +306,15 @@ class RunContext:
                     if reconciler.tailer is not None and not reconciler.tailer.done():
                         reconciler.tailer.cancel()
         finally:
-            metrics.ACTIVE_RUNS.dec()
             self.tasks.pop(key, None)
             self.events.pop(key, None)
-            self.admission(key[0]).leave(key[1])
-            body = self.bodies.get(key)
-            if body is not None and not is_active(body):
-                self.bodies.pop(key, None)
+            if end is DriveEnd.PARKED and key in self.bodies and not self.stopping:
+                self.parked.add(key)  # it stays in the admission queue
+            else:
+                self.admission(key[0]).leave(key[1])
+                body = self.bodies.get(key)
+                if body is not None and not is_active(body):
+                    self.bodies.pop(key, None)
 
     async def report_retry(self, key: RunKey, error: Exception) -> None:
         """A Warning Event on the run: its reconciliation failed and will be retried (best
@@ -291,6 +334,7 @@ class RunContext:
     async def stop(self) -> None:
         """Stop acting: no run task starts from now on; every running one is cancelled."""
         self.stopping = True
+        self.parked.clear()
         for admission in self.admissions.values():
             await admission.stop()
         tasks = list(self.tasks.values())
@@ -399,13 +443,13 @@ class RunReconciler:
                 await self.patch_status({"progress": progress})
 
     # -- the driver
-    async def drive(self) -> None:
-        """Follow the run to its end (see the module docstring); its first pass waits for
-        one of :attr:`RunContext.first_passes`."""
+    async def drive(self) -> DriveEnd:
+        """Follow the run to its end, or until it waits in the admission queue (see the
+        module docstring); its first pass waits for one of :attr:`RunContext.first_passes`."""
         await self.ctx.first_passes.acquire()
         self.in_first_pass = True
         try:
-            await self._drive()
+            return await self._drive()
         finally:
             self.end_first_pass()
 
@@ -414,7 +458,7 @@ class RunReconciler:
             self.in_first_pass = False
             self.ctx.first_passes.release()
 
-    async def _drive(self) -> None:
+    async def _drive(self) -> DriveEnd:
         run = self.run()
         self.writer = TranscriptWriter(
             self.name,
@@ -428,12 +472,12 @@ class RunReconciler:
             await self.writer.load()
         if run.phase.is_terminal:
             await self.complete_transcript(run)
-            return
+            return DriveEnd.FINISHED
 
         problem = check_install_limits(run, self.settings)
         if problem is not None and not run.status.job_name:
             await self.finish(StatusDecision(Phase.FAILED, Reason.BAD_INPUT, problem))
-            return
+            return DriveEnd.FINISHED
         if self.writer.complete_event is not None:
             # The transcript was completed but the status patch was lost: finish from it.
             data = self.writer.complete_event.data
@@ -443,7 +487,7 @@ class RunReconciler:
                 data.get("error"),
             )
             await self.finish(decision)
-            return
+            return DriveEnd.FINISHED
 
         job: Obj | None = None
         if run.status.job_name:
@@ -463,7 +507,7 @@ class RunReconciler:
             run = self.run()
             if run.spec.cancel_requested:
                 await self.finish(map_run_status(run, None, [], utcnow()))
-                return
+                return DriveEnd.FINISHED
             pods: list[Obj] = []
             if job is None and not run.status.job_name and "jobName" not in self.extra_status:
                 job = await self.admit_and_create(run)
@@ -471,12 +515,13 @@ class RunReconciler:
                     if run.status.phase is None and "phase" not in self.written:
                         waiting = StatusDecision(Phase.QUEUED, None, "waiting for a free slot")
                         await self.set_phase(run, waiting)
-                    # No timer: admission wakes the runs that fit (a slot freed, a recount),
-                    # and a cancel wakes its run; 10,000 queued runs cost nothing while idle
-                    # (nor hold a decoded run: it is read again when woken).
-                    del run
-                    await self.wait(None)
-                    continue
+                    # No timer and no task: admission wakes the runs that fit (a slot freed,
+                    # a recount), and a cancel wakes its run; 10,000 queued runs cost nothing
+                    # while idle. A wake that came during this pass is not lost.
+                    if self.event.is_set():
+                        self.event.clear()
+                        continue
+                    return DriveEnd.PARKED
                 # A Job just created has no pod yet: decide from it without reading again. But
                 # after an operator restart the create may have met our own earlier Job
                 # (AlreadyExists), which can already have run and failed: then its pods decide
@@ -526,7 +571,7 @@ class RunReconciler:
                     # (or could not schedule, or pull) may still start later and run the agent.
                     await self.kube.delete_job(self.namespace, names.job_name(self.name))
                 await self.finish(decision)
-                return
+                return DriveEnd.FINISHED
             await self.set_phase(run, decision)
             await self.flush_transcript()
             timeout = (

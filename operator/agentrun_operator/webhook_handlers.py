@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 from collections.abc import Mapping
@@ -193,7 +194,13 @@ class WebhookDeliverer:
             tracked.body = body
             tracked.wake.set()
             return
-        task = asyncio.create_task(self._run_delivery(key), name=f"webhook {key[0]}/{key[1]}")
+        # A context of its own: created from a kopf handler, the task would otherwise keep
+        # kopf's context variables (the event's body, patch, logger) alive while it retries.
+        task = asyncio.create_task(
+            self._run_delivery(key),
+            name=f"webhook {key[0]}/{key[1]}",
+            context=contextvars.Context(),
+        )
         self._tracked[key] = _Tracked(task=task, body=body)
 
     def _forget(self, key: Key, why: str) -> None:
