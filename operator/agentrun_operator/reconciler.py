@@ -160,11 +160,12 @@ class RunContext:
         self.bodies = RunBodies()
         self.events: dict[RunKey, asyncio.Event] = {}
         self.tasks: dict[RunKey, asyncio.Task[None]] = {}
-        self.parked: set[RunKey] = set()
-        """Queued runs without a task: their Queued status is written and they wait for
-        admission. 10,000 queued runs must not keep 10,000 tasks, their frames and their
-        reconcilers; a wake (admission, a spec change such as a cancel) starts a task again,
-        which reads the run afresh."""
+        self.parked: dict[RunKey, int | None] = {}
+        """Queued runs without a task, with the ``metadata.generation`` they were parked at:
+        their Queued status is written and they wait for admission. 10,000 queued runs must
+        not keep 10,000 tasks, frames, reconcilers and bodies; a wake (admission, or a new
+        generation: a spec change such as a cancel) starts a task again, which reads the run
+        afresh."""
         self.admissions: dict[str, Admission] = {}
         self.changed: set[RunKey] = set()
         self.first_passes = asyncio.Semaphore(STARTUP_CONCURRENCY)
@@ -201,7 +202,7 @@ class RunContext:
         """Start the run's task (it has none). The task gets a context of its own: created
         from a kopf handler, it would otherwise keep kopf's context variables (the event's
         body, patch and logger) alive for its whole life."""
-        self.parked.discard(key)
+        self.parked.pop(key, None)
         self.events[key] = asyncio.Event()
         self.tasks[key] = asyncio.create_task(
             self._run_task(key), name=f"run:{key[0]}/{key[1]}", context=contextvars.Context()
@@ -232,7 +233,7 @@ class RunContext:
         if deleted:
             self.bodies.pop(key, None)
             self.changed.discard(key)
-            self.parked.discard(key)
+            self.parked.pop(key, None)
             task = self.tasks.pop(key, None)
             if task is not None:
                 task.cancel()
@@ -244,14 +245,18 @@ class RunContext:
             self.bodies.pop(key, None)
             self.changed.discard(key)
             return
-        previous = self.remember(key, body)
-        spec_changed = previous is None or previous.get("spec") != body.get("spec")
         if key in self.parked:
             # Our own Queued writes echo back, and relists repeat every run: only a spec
-            # change (a cancel) needs the parked run's task back.
-            if spec_changed:
+            # change (a cancel: a new generation) needs the parked run's task back.
+            generation = _generation(body)
+            parked_at = self.parked[key]
+            if generation is None or parked_at is None or generation > parked_at:
+                self.remember(key, body)
                 self.start_task(key)
-        elif key not in self.tasks:
+            return
+        previous = self.remember(key, body)
+        spec_changed = previous is None or previous.get("spec") != body.get("spec")
+        if key not in self.tasks:
             self.start_task(key)
         elif spec_changed:
             # Status changes are ours: only a spec change (a cancel) needs the task awake.
@@ -287,6 +292,8 @@ class RunContext:
             return
         end = DriveEnd.FINISHED
         try:
+            if key not in self.bodies and not await self.reload(key):
+                return  # deleted while parked
             while not self.stopping:
                 reconciler = RunReconciler(self, key)
                 try:
@@ -309,12 +316,28 @@ class RunContext:
             self.tasks.pop(key, None)
             self.events.pop(key, None)
             if end is DriveEnd.PARKED and key in self.bodies and not self.stopping:
-                self.parked.add(key)  # it stays in the admission queue
+                # It stays in the admission queue; its body is read again when woken.
+                self.parked[key] = _generation(self.bodies.pop(key) or {})
             else:
                 self.admission(key[0]).leave(key[1])
                 body = self.bodies.get(key)
                 if body is not None and not is_active(body):
                     self.bodies.pop(key, None)
+
+    async def reload(self, key: RunKey) -> bool:
+        """Read a woken parked run (its body was not kept); False if it no longer exists.
+        Errors are retried after a resync: the run must not be forgotten."""
+        while True:
+            try:
+                body = await self.kube.get_run(*key)
+            except NotFound:
+                return False
+            except Exception as exc:
+                log.warning("run not read; retrying: %s", exc, extra={"run": key[1]})
+                await asyncio.sleep(self.settings.resync_seconds)
+                continue
+            self.remember(key, body)
+            return True
 
     async def report_retry(self, key: RunKey, error: Exception) -> None:
         """A Warning Event on the run: its reconciliation failed and will be retried (best
@@ -1200,6 +1223,11 @@ class RunBodies:
 
 def _status_field(run: AgentRun, field: str) -> Any:
     return run.status.to_k8s().get(field)
+
+
+def _generation(body: Mapping[str, Any]) -> int | None:
+    value = (body.get("metadata") or {}).get("generation")
+    return value if isinstance(value, int) else None
 
 
 def _resource_version(body: Mapping[str, Any]) -> int | None:

@@ -56,8 +56,9 @@ async def test_queued_runs_are_parked_and_woken_without_loss() -> None:
 
             await until("park-a's Job", lambda: h.jobs_of(k, KEY_A[1]))
             await until("park-b and park-c Queued", lambda: queued("park-b") and queued("park-c"))
-            await until("both parked", lambda: ctx.parked == {KEY_B, KEY_C})
+            await until("both parked", lambda: set(ctx.parked) == {KEY_B, KEY_C})
             assert set(ctx.tasks) == {KEY_A}
+            assert KEY_B not in ctx.bodies and KEY_C not in ctx.bodies  # read again when woken
             assert ctx.following == 3
 
             # The echo of our own Queued write (same spec) does not bring a task back.
