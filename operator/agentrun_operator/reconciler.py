@@ -61,7 +61,7 @@ log = logging.getLogger("agentrun.operator")
 Obj = dict[str, Any]
 RunKey = tuple[str, str]
 STARTUP_CONCURRENCY = 32
-"""Run tasks in their first pass at once (see :attr:`RunContext.first_passes`)."""
+"""Run tasks in their first pass at once (see :attr:`RunContext.pending`)."""
 
 RUNNER_REASONS = {
     Reason.AGENT_ERROR,
@@ -168,12 +168,14 @@ class RunContext:
         afresh."""
         self.admissions: dict[str, Admission] = {}
         self.changed: set[RunKey] = set()
-        self.first_passes = asyncio.Semaphore(STARTUP_CONCURRENCY)
-        """Run tasks making their first pass (load, admission, the first status write) at
-        once: after a restart, 10,000 runs start together; unbounded, their bursts of calls
-        and of the watch events they cause would stall the loop and hold every response in
-        memory at the same time."""
         """Runs with a watch event (their spec, Job or Pod) since their task last read them."""
+        self.first_pass: set[RunKey] = set()
+        self.pending: dict[RunKey, None] = {}
+        """Runs waiting (in arrival order) for their task to start: at most
+        ``STARTUP_CONCURRENCY`` tasks make their first pass (load, admission, the first status
+        write) at once (:attr:`first_pass`). After a restart 10,000 runs arrive together;
+        started at once, their tasks, frames and bursts of calls would stall the loop and hold
+        every response in memory at the same time. A waiting run costs only its kept body."""
         kube.size_log_pool(settings.log_follow_connections)
         metrics.ACTIVE_RUNS.set_function(lambda: self.following)
         self.stopping = False
@@ -194,6 +196,7 @@ class RunContext:
         if key in self.parked:
             self.start_task(key)
             return
+        # A pending run needs no wake: its task reads the run when it starts.
         event = self.events.get(key)
         if event is not None:
             event.set()
@@ -203,15 +206,34 @@ class RunContext:
         from a kopf handler, it would otherwise keep kopf's context variables (the event's
         body, patch and logger) alive for its whole life."""
         self.parked.pop(key, None)
+        if key in self.tasks or key in self.pending:
+            return
+        if len(self.first_pass) >= STARTUP_CONCURRENCY:
+            self.pending[key] = None
+            return
+        self._spawn(key)
+
+    def _spawn(self, key: RunKey) -> None:
+        self.first_pass.add(key)
         self.events[key] = asyncio.Event()
         self.tasks[key] = asyncio.create_task(
             self._run_task(key), name=f"run:{key[0]}/{key[1]}", context=contextvars.Context()
         )
 
+    def first_pass_done(self, key: RunKey) -> None:
+        """The run's task ended its first pass (or ended): start the next pending ones."""
+        if key not in self.first_pass:
+            return
+        self.first_pass.discard(key)
+        while self.pending and len(self.first_pass) < STARTUP_CONCURRENCY and not self.stopping:
+            waiting = next(iter(self.pending))
+            del self.pending[waiting]
+            self._spawn(waiting)
+
     @property
     def following(self) -> int:
-        """Non-terminal runs followed: with a task, or parked in the queue."""
-        return len(self.tasks) + len(self.parked)
+        """Non-terminal runs followed: with a task, waiting for one, or parked in the queue."""
+        return len(self.tasks) + len(self.pending) + len(self.parked)
 
     def remember(self, key: RunKey, body: Obj) -> Obj | None:
         """Keep ``body`` unless an equal or newer version is already kept (watch events can
@@ -234,6 +256,7 @@ class RunContext:
             self.bodies.pop(key, None)
             self.changed.discard(key)
             self.parked.pop(key, None)
+            self.pending.pop(key, None)
             task = self.tasks.pop(key, None)
             if task is not None:
                 task.cancel()
@@ -244,6 +267,11 @@ class RunContext:
             # must not cost 10,000 bodies).
             self.bodies.pop(key, None)
             self.changed.discard(key)
+            self.pending.pop(key, None)
+            self.parked.pop(key, None)
+            return
+        if key in self.pending:
+            self.remember(key, body)  # its task reads the newest body when it starts
             return
         if key in self.parked:
             # Our own Queued writes echo back, and relists repeat every run: only a spec
@@ -289,6 +317,7 @@ class RunContext:
             # kopf may still deliver events between the Lease lost and its stop.
             self.tasks.pop(key, None)
             self.events.pop(key, None)
+            self.first_pass.discard(key)
             return
         end = DriveEnd.FINISHED
         try:
@@ -315,6 +344,7 @@ class RunContext:
         finally:
             self.tasks.pop(key, None)
             self.events.pop(key, None)
+            self.first_pass_done(key)
             if end is DriveEnd.PARKED and key in self.bodies and not self.stopping:
                 # It stays in the admission queue; its body is read again when woken.
                 self.parked[key] = _generation(self.bodies.pop(key) or {})
@@ -358,6 +388,7 @@ class RunContext:
         """Stop acting: no run task starts from now on; every running one is cancelled."""
         self.stopping = True
         self.parked.clear()
+        self.pending.clear()
         for admission in self.admissions.values():
             await admission.stop()
         tasks = list(self.tasks.values())
@@ -387,7 +418,6 @@ class RunReconciler:
         self.extra_status: Obj = {}
         self.last_flush = 0.0
         self.last_read = float("-inf")
-        self.in_first_pass = False
         self.flush_budget = FlushBudget(
             interval_seconds=ctx.settings.transcript_flush_seconds,
             size_bytes=ctx.settings.transcript_flush_bytes,
@@ -468,18 +498,14 @@ class RunReconciler:
     # -- the driver
     async def drive(self) -> DriveEnd:
         """Follow the run to its end, or until it waits in the admission queue (see the
-        module docstring); its first pass waits for one of :attr:`RunContext.first_passes`."""
-        await self.ctx.first_passes.acquire()
-        self.in_first_pass = True
+        module docstring)."""
         try:
             return await self._drive()
         finally:
             self.end_first_pass()
 
     def end_first_pass(self) -> None:
-        if self.in_first_pass:
-            self.in_first_pass = False
-            self.ctx.first_passes.release()
+        self.ctx.first_pass_done(self.key)
 
     async def _drive(self) -> DriveEnd:
         run = self.run()

@@ -28,6 +28,7 @@ WATCH_SELECTORS = (("batch/v1", "jobs"), ("v1", "pods"))
 """The resources (as the handlers name them) watched with the ``agentrun.dev/run`` selector."""
 KOPF_WORKERS = 200
 KOPF_WORKER_IDLE_SECONDS = 0.5
+KOPF_LIST_PAGE = 500
 GC_YOUNG_THRESHOLD = 50_000
 
 
@@ -53,6 +54,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # at a time (the watch stream waits meanwhile), and a worker idle for KOPF_WORKER_IDLE
     # seconds frees its place (kopf's 5 s would hold places long after their event).
     settings.queueing.worker_limit = KOPF_WORKERS
+    # Listed in pages: the first list of 10,000 AgentRuns is never decoded all at once.
+    settings.watching.chunk_size = KOPF_LIST_PAGE
     settings.queueing.idle_timeout = KOPF_WORKER_IDLE_SECONDS
     # 10,000 runs are millions of long-lived objects (tasks, their frames, kopf's memories):
     # with the default thresholds a full collection walks them all several times while they
