@@ -117,6 +117,7 @@ async def operate(settings: OperatorSettings) -> int:
     health = await start_health_server(settings, kube)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.health_host)
+    lag = asyncio.create_task(measure_loop_lag(), name="loop-lag")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -148,12 +149,26 @@ async def operate(settings: OperatorSettings) -> int:
         metrics.LEADER.set(1)
         exit_code = await reconcile(settings, kube, elector, stop)
     finally:
+        lag.cancel()
         metrics.LEADER.set(0)
         if elector is not None:
             await elector.release()
         await health.cleanup()
         await api.close()
     return exit_code
+
+
+LOOP_LAG_INTERVAL_SECONDS = 0.1
+
+
+async def measure_loop_lag(interval: float = LOOP_LAG_INTERVAL_SECONDS) -> None:
+    """Observe :data:`metrics.EVENT_LOOP_LAG` until cancelled: how much later than asked a
+    sleep of ``interval`` returns is how long the loop was busy with something else."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time() + interval
+        await asyncio.sleep(interval)
+        metrics.EVENT_LOOP_LAG.observe(max(0.0, loop.time() - asked))
 
 
 def client_timeouts(settings: OperatorSettings) -> ClientTimeouts:

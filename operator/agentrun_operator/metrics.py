@@ -50,3 +50,9 @@ API_REQUESTS: Final = Counter(
     "agentrun_operator_api_requests_total",
     "Kubernetes API requests made by the reconciler (kopf's own watches not included).",
 )
+EVENT_LOOP_LAG: Final = Histogram(
+    "agentrun_operator_event_loop_lag_seconds",
+    "How late the event loop ran a timer (sampled every 0.1 s): time the loop was busy. The "
+    "Lease is renewed and every watch read on this loop; lag near the renew deadline loses it.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5),
+)

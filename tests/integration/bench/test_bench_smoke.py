@@ -20,6 +20,8 @@ CASES = {
         rf"POST /api/v1/runs\s+p50\s+({NUMBER}) ms",
         rf"direct AgentRun create p50\s+({NUMBER}) ms",
         rf"ratio\s+p50\s+({NUMBER})x",
+        rf"HTTP hop \+ framework \(GET /livez on the API\) p50 ({NUMBER}) ms",
+        rf"submission work \(validate, fingerprint, build\) p50 ({NUMBER}) ms",
         rf"RunCache allocations \(tracemalloc\): ({NUMBER}) MiB",
     ],
     "bench_operator.py": [
@@ -30,7 +32,7 @@ CASES = {
         rf"\(replaced algorithm: ({NUMBER}) ms/s",
         rf"steady window {NUMBER} s, ({NUMBER}) runs finished",
         rf"operator CPU\s+({NUMBER}) s/s",
-        rf"steady:\s+event-loop lag p99 ({NUMBER}) ms .*Lease renew p99 ({NUMBER}) s "
+        rf"steady:\s+event-loop lag p99 ({NUMBER}) ms \(the operator's .*Lease renew p99 ({NUMBER}) s "
         rf"\(every 5 s nominal; (\d+) renewals, 0 missed, holders 1\); RSS ({NUMBER}) MiB",
         rf"apiserver requests/run\s+({NUMBER}) \(bytes sent/run ({NUMBER}) KiB",
         rf"transcript bytes/run\s+written ({NUMBER}) KiB for ({NUMBER}) KiB of events",

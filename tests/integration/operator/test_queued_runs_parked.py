@@ -24,15 +24,15 @@ from agentrun_operator.settings import OperatorSettings
 KEY_A, KEY_B, KEY_C = (h.NS, "park-a"), (h.NS, "park-b"), (h.NS, "park-c")
 
 
-async def until(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def until(what: str, probe: Callable[[], Any], seconds: float = 30.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + seconds
     last: Any = None
     while asyncio.get_running_loop().time() < deadline:
         last = await asyncio.to_thread(probe)
         if last:
             return last
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    raise AssertionError(f"{seconds} s waiting for {what}; last: {last!r}")
 
 
 async def test_queued_runs_are_parked_and_woken_without_loss() -> None:
@@ -58,12 +58,15 @@ async def test_queued_runs_are_parked_and_woken_without_loss() -> None:
             await until("park-b and park-c Queued", lambda: queued("park-b") and queued("park-c"))
             await until("both parked", lambda: set(ctx.parked) == {KEY_B, KEY_C})
             assert set(ctx.tasks) == {KEY_A}
-            assert KEY_B not in ctx.bodies and KEY_C not in ctx.bodies  # read again when woken
+            # read again when woken
+            assert KEY_B not in ctx.bodies
+            assert KEY_C not in ctx.bodies
             assert ctx.following == 3
 
             # The echo of our own Queued write (same spec) does not bring a task back.
             ctx.observe_run(await asyncio.to_thread(h.get_run, k, "park-b"), deleted=False)
-            assert KEY_B in ctx.parked and KEY_B not in ctx.tasks
+            assert KEY_B in ctx.parked
+            assert KEY_B not in ctx.tasks
 
             # A cancel of a parked run is a spec change: its task comes back and ends it.
             cancelled = await asyncio.to_thread(
