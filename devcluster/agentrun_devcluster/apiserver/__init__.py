@@ -24,7 +24,8 @@ Known differences from a real apiserver (none of them used by this project):
 - server-side apply (``application/apply-patch+yaml``) is a merge patch on an existing object;
 - strategic merge patch merges lists by key only for a fixed set of well-known fields;
 - list pages are not snapshots: ``continue`` resumes after the last key in the current state,
-  and continue tokens never expire;
+  and continue tokens never expire; every page reports the first page's resourceVersion, so a
+  watch from it still sees each change made meanwhile;
 - deleting a namespace deletes its objects at once (no Terminating phase, finalizers ignored);
 - pod spec updates are not restricted (the fake kubelet binds with a patch of spec.nodeName);
 - one served version per CRD group/plural (no conversion); no validation ratcheting;

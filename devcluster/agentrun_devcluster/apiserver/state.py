@@ -540,7 +540,10 @@ class ClusterState:
                 remaining += 1
                 continue
             items.append(obj)
-        meta: Obj = {"resourceVersion": str(self.rv)}
+        # Every page reports the first page's resourceVersion, as kube-apiserver does: a
+        # client that lists in pages (kopf) watches from it, and so sees every change made to
+        # an earlier page while it read the later ones (the pages here are not snapshots).
+        meta: Obj = {"resourceVersion": str(list_rv)}
         if remaining and items:
             last = items[-1]["metadata"]
             next_token = encode_continue(last.get("namespace", ""), last["name"], list_rv)

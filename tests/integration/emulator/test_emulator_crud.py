@@ -227,6 +227,41 @@ async def test_list_limit_continue_and_cluster_wide(kube: client.ApiClient) -> N
     assert int(everywhere.metadata.resource_version) > 0
 
 
+async def test_paged_list_then_watch_misses_no_change(
+    emulated_cluster: ClusterThread, kube: client.ApiClient
+) -> None:
+    """kopf lists in pages and watches from the last page's resourceVersion: a change made to
+    an earlier page while the later ones were read must still reach the watch."""
+    co = client.CustomObjectsApi(kube)
+    for i in range(4):
+        await co.create_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL, agentrun(f"page-{i}")
+        )
+    first = await co.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, limit=2)
+    await co.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        "page-0",
+        {"metadata": {"labels": {"changed": "between-pages"}}},
+        _content_type=MERGE,
+    )
+    last = await co.list_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, limit=2, _continue=first["metadata"]["continue"]
+    )
+    assert [o["metadata"]["name"] for o in last["items"]] == ["page-2", "page-3"]
+    assert last["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    url = f"/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}"
+    async with httpx.AsyncClient(base_url=emulated_cluster.base_url, timeout=30) as http:
+        events = await asyncio.wait_for(
+            _collect(http, url, {"resourceVersion": last["metadata"]["resourceVersion"]}, 1), 15
+        )
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("MODIFIED", "page-0")
+    ]
+
+
 async def test_put_with_stale_resource_version_is_409(kube: client.ApiClient) -> None:
     co = client.CustomObjectsApi(kube)
     made = await co.create_namespaced_custom_object(
