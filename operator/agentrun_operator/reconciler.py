@@ -285,11 +285,26 @@ class RunContext:
         previous = self.remember(key, body)
         spec_changed = previous is None or previous.get("spec") != body.get("spec")
         if key not in self.tasks:
+            self.enqueue_if_waiting(key, body)
             self.start_task(key)
         elif spec_changed:
             # Status changes are ours: only a spec change (a cancel) needs the task awake.
             self.changed.add(key)
             self.wake(key)
+
+    def enqueue_if_waiting(self, key: RunKey, body: Obj) -> None:
+        """Put a run that has no Job yet in its admission queue as soon as it is seen, not
+        when its task's first pass gets to it: after a restart the first passes run in
+        listing order, and a run must never be admitted before an older one still waiting
+        for its first pass (FIFO by creation, as ``queue_position`` says)."""
+        status = body.get("status") or {}
+        if status.get("jobName") or (body.get("spec") or {}).get("cancelRequested"):
+            return
+        if status.get("phase") in {
+            p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)
+        }:
+            return
+        self.admission(key[0]).enqueue(key[1], admission_key(body))
 
     def observe_owned(
         self,

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import operator_harness as h
+import pytest
 from agentrun_contract import names
 from agentrun_devcluster.system import SyncKube
 from agentrun_devcluster.testing import ClusterThread
 from agentrun_kube.client import load_api_client
+from agentrun_operator import reconciler
 from agentrun_operator.kube_io import Kube
 from agentrun_operator.reconciler import RunContext
 from agentrun_operator.settings import OperatorSettings
@@ -97,6 +99,40 @@ async def test_queued_runs_are_parked_and_woken_without_loss() -> None:
             ]
             assert statuses == ["queued"], statuses
             assert len(h.jobs_of(k, "park-b")) == 1
+        finally:
+            await ctx.stop()
+            await api.close()
+            k.close()
+
+
+async def test_admission_is_fifo_by_creation_even_when_first_passes_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a restart the runs' first passes go in listing order (by name), a few at a time:
+    the oldest run still gets the slot, though its first pass comes last."""
+    monkeypatch.setattr(reconciler, "STARTUP_CONCURRENCY", 1)
+    with ClusterThread() as cluster:
+        k = SyncKube(cluster.base_url)
+        api = await load_api_client(str(cluster.kubeconfig))
+        ctx = RunContext(OperatorSettings(namespaces=[h.NS], max_concurrent_runs=1), Kube(api))
+        try:
+            # "fifo-c" is the oldest (creationTimestamp has whole seconds; within one second
+            # the name decides, as for queue_position)
+            bodies = {}
+            for name in ("fifo-c", "fifo-b", "fifo-a"):
+                bodies[name] = h.make_run(k, name)
+                await asyncio.sleep(1.05)
+            for name in sorted(bodies):  # the order a listing brings them in
+                ctx.observe_run(bodies[name], deleted=False)
+            assert len(ctx.pending) == 2  # one first pass at a time
+            await until(
+                "a Job",
+                lambda: h.jobs_of(k, "fifo-a") or h.jobs_of(k, "fifo-b") or h.jobs_of(k, "fifo-c"),
+            )
+            await until("the others parked", lambda: len(ctx.parked) == 2)
+            assert h.jobs_of(k, "fifo-c")
+            assert not h.jobs_of(k, "fifo-a")
+            assert not h.jobs_of(k, "fifo-b")
         finally:
             await ctx.stop()
             await api.close()
