@@ -261,6 +261,17 @@ def time_lists(base_url: str, n: int) -> list[float]:
     return timings
 
 
+def time_posts(base_url: str, n: int) -> list[float]:
+    timings = []
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        for i in range(n):
+            started = time.perf_counter()
+            response = http.post("/api/v1/runs", json={"prompt": f"{PROMPT} crowded #{i}"})
+            timings.append(time.perf_counter() - started)
+            response.raise_for_status()
+    return timings
+
+
 def ms(values: list[float], q: float) -> str:
     return f"{percentile(values, q) * 1000:7.2f} ms"
 
@@ -340,6 +351,11 @@ def main() -> int:
             print(
                 f"  GET /api/v1/runs?page_size=100 at {runs} runs: p50 {ms(lists, 50)} "
                 f"p99 {ms(lists, 99)}"
+            )
+            crowded = time_posts(full.base_url, 20 if args.smoke else 100)
+            print(
+                f"  POST /api/v1/runs at {runs} runs (queue position and backpressure count "
+                f"kept in an index): p50 {ms(crowded, 50)} p99 {ms(crowded, 99)}"
             )
         finally:
             empty.stop()

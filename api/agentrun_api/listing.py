@@ -107,6 +107,6 @@ def select_page(
 def queue_positions(records: Iterable[RunRecord], *, oldest_first: bool = False) -> dict[str, int]:
     """Run name -> 1-based position among queued runs, oldest first (``oldest_first=True``:
     ``records`` already come in that order)."""
-    queued = (r for r in records if not r.deleting and r.effective_phase is Phase.QUEUED)
+    queued = (r for r in records if r.is_queued)
     ordered = queued if oldest_first else sorted(queued, key=lambda r: r.sort_key)
     return {r.name: i for i, r in enumerate(ordered, start=1)}

@@ -99,6 +99,11 @@ class RunRecord:
         return self.effective_phase.is_terminal
 
     @property
+    def is_queued(self) -> bool:
+        """Does the run wait in the queue (counted by ``queue_position`` and backpressure)?"""
+        return not self.deleting and self.effective_phase is Phase.QUEUED
+
+    @property
     def sort_key(self) -> tuple[float, str]:
         """Oldest first; ties broken by name so the order is total."""
         return (self.created_ts, self.name)

@@ -25,10 +25,8 @@ import time
 from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from agentrun_contract.resource import Phase
 from agentrun_kube.errors import Gone, KubeError
 
-from agentrun_api.listing import queue_positions
 from agentrun_api.records import RunRecord, record_from_object
 from agentrun_api.runs_repository import RunsRepository
 
@@ -73,7 +71,11 @@ class RunCache:
         """Every held run's sort key, oldest first (creation time never changes, so a run's
         place only changes when it is added or removed: bisect keeps this sorted)."""
         self._resource_version = ""
-        self._positions: dict[str, int] | None = None
+        self._queued: list[tuple[float, str]] = []
+        """The queued runs' sort keys, oldest first: a run's ``queue_position`` is a binary
+        search and the backpressure count is a length, whatever the number of runs (both are
+        read on every submit and poll; recomputing them from all runs after each change cost
+        O(runs) per request)."""
         self.synced = asyncio.Event()
         self.last_contact: float | None = None
         """time.monotonic() of the last successful list or watch read."""
@@ -112,34 +114,30 @@ class RunCache:
         records = self._records
         return (records[name] for _, name in reversed(self._order))
 
-    def _oldest_first(self) -> Iterator[RunRecord]:
-        records = self._records
-        return (records[name] for _, name in self._order)
-
     def queue_position(self, name: str) -> int | None:
-        if self._positions is None:
-            self._positions = queue_positions(self._oldest_first(), oldest_first=True)
-        return self._positions.get(name)
+        """1-based place among the queued runs, oldest first (the order the operator admits
+        in); None when the run is not queued."""
+        record = self._records.get(name)
+        if record is None or not record.is_queued:
+            return None
+        return bisect.bisect_left(self._queued, record.sort_key) + 1
 
     def queued_count(self) -> int:
-        if self._positions is None:
-            self._positions = queue_positions(self._oldest_first(), oldest_first=True)
-        return len(self._positions)
+        return len(self._queued)
 
     def _put(self, record: RunRecord) -> None:
         held = self._records.get(record.name)
-        if held is not None and held.sort_key != record.sort_key:
-            self._unorder(held)
-            held = None
+        if held is not None:
+            if held.is_queued:
+                _remove_key(self._queued, held.sort_key)
+            if held.sort_key != record.sort_key:
+                _remove_key(self._order, held.sort_key)
+                held = None
         if held is None:
             bisect.insort(self._order, record.sort_key)
+        if record.is_queued:
+            bisect.insort(self._queued, record.sort_key)
         self._records[record.name] = record
-        self._positions = None
-
-    def _unorder(self, record: RunRecord) -> None:
-        index = bisect.bisect_left(self._order, record.sort_key)
-        if index < len(self._order) and self._order[index] == record.sort_key:
-            del self._order[index]
 
     # ---- writes (the watch, and read-your-writes) -------------------------------------------
 
@@ -160,8 +158,9 @@ class RunCache:
         held = self._records.get(name)
         if held is not None and (uid is None or held.uid == uid):
             del self._records[name]
-            self._unorder(held)
-            self._positions = None
+            _remove_key(self._order, held.sort_key)
+            if held.is_queued:
+                _remove_key(self._queued, held.sort_key)
 
     def replace_all(self, objects: Iterable[dict[str, Any]], resource_version: str) -> None:
         records = {}
@@ -170,7 +169,7 @@ class RunCache:
             records[record.name] = record
         self._records = records
         self._order = sorted(r.sort_key for r in records.values())
-        self._positions = None
+        self._queued = sorted(r.sort_key for r in records.values() if r.is_queued)
         self._resource_version = resource_version
 
     # ---- the informer loop -------------------------------------------------------------------
@@ -277,5 +276,7 @@ class RunCache:
         return self.synced.is_set()
 
 
-def count_queued(records: Iterable[RunRecord]) -> int:
-    return sum(1 for r in records if not r.deleting and r.effective_phase is Phase.QUEUED)
+def _remove_key(keys: list[tuple[float, str]], key: tuple[float, str]) -> None:
+    index = bisect.bisect_left(keys, key)
+    if index < len(keys) and keys[index] == key:
+        del keys[index]
