@@ -61,7 +61,7 @@ def rss_kib(pid: int) -> int:
 
 
 class APIProcess:
-    def __init__(self, kubeconfig: Path, namespace: str) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, **extra_env: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -74,6 +74,7 @@ class APIProcess:
             "AGENTRUN_API_AUTH_ENABLED": "false",
             "AGENTRUN_API_LOG_LEVEL": "WARNING",
             "AGENTRUN_API_CACHE_SYNC_TIMEOUT_SECONDS": "600",
+            **extra_env,
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agentrun_api.main"],
@@ -337,7 +338,11 @@ def main() -> int:
             f"runs = {held / max(records, 1):.0f} B/run"
         )
         empty = APIProcess(cluster.kubeconfig, "bench-empty")
-        full = APIProcess(cluster.kubeconfig, "bench-cache")
+        # every run is queued (no operator): raise the backpressure limit above them, so the
+        # POSTs below are accepted (the count is still computed for each)
+        full = APIProcess(
+            cluster.kubeconfig, "bench-cache", AGENTRUN_API_MAX_QUEUED_RUNS=str(10 * runs)
+        )
         try:
             empty.wait_synced()
             full.wait_synced()
