@@ -101,12 +101,13 @@ def metric_sum(metrics_url: str, name: str) -> float:
 LOOP_LAG = "agentrun_operator_event_loop_lag_seconds"
 
 
-def histogram_buckets(metrics_url: str, name: str) -> dict[float, float]:
-    """A Prometheus histogram's cumulative bucket counts (upper bound -> count)."""
+def histogram_buckets(metrics_url: str, name: str, labels: str = "") -> dict[float, float]:
+    """A Prometheus histogram's cumulative bucket counts (upper bound -> count); ``labels``:
+    the start of its label set (``generation="2",``)."""
     text = httpx.get(metrics_url, timeout=5).text
     buckets: dict[float, float] = {}
     for line in text.splitlines():
-        if line.startswith(name + "_bucket{"):
+        if line.startswith(name + "_bucket{" + labels):
             bound = line.split('le="', 1)[1].split('"', 1)[0]
             buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
     return buckets
@@ -134,6 +135,27 @@ def histogram_quantile(
             return lower + (bound - lower) * fraction, int(total)
         lower, below = bound, cumulative
     return float("inf"), int(total)
+
+
+INF = float("inf")
+
+
+def gc_pauses(metrics_url: str) -> dict[str, dict[float, float]]:
+    """The operator's garbage-collection pause histogram, by generation."""
+    return {
+        g: histogram_buckets(
+            metrics_url, "agentrun_operator_gc_pause_seconds", f'generation="{g}",'
+        )
+        for g in ("0", "1", "2")
+    }
+
+
+def gc_summary(generation: str, before: dict[float, float], after: dict[float, float]) -> str:
+    count = int(after.get(INF, 0.0) - before.get(INF, 0.0))
+    if not count:
+        return f"generation {generation}: none"
+    ceiling = histogram_ceiling(before, after) * 1000
+    return f"generation {generation}: {count}, all under {ceiling:.0f} ms"
 
 
 def histogram_ceiling(before: dict[float, float], after: dict[float, float]) -> float:
@@ -643,6 +665,7 @@ def scale(queued: int, running: int, window: float, run_seconds: int, settle_cap
             t_start = time.monotonic()
             sampler.start()
             lag_start = histogram_buckets(metrics_url, LOOP_LAG)
+            gc_start = gc_pauses(metrics_url)
             # Start-up: every queued run written Queued once (a status patch, a transcript
             # chunk, the phase label and an Event each), then the steady state.
             while time.monotonic() - t_start < settle_cap and proc.poll() is None:
@@ -656,6 +679,7 @@ def scale(queued: int, running: int, window: float, run_seconds: int, settle_cap
             startup = time.monotonic() - t_start
             at_steady = sampler.mark()
             lag_steady = histogram_buckets(metrics_url, LOOP_LAG)
+            gc_steady = gc_pauses(metrics_url)
             before = operator_traffic(traffic)
             kinds0 = request_kinds(traffic)
             transcripts0 = written_to(traffic, "agentruntranscripts")
@@ -676,6 +700,7 @@ def scale(queued: int, running: int, window: float, run_seconds: int, settle_cap
             status = written_to(traffic, "agentruns/status") - status0
             depth = metric_sum(metrics_url, "agentrun_operator_queue_depth")
             lag_end = histogram_buckets(metrics_url, LOOP_LAG)
+            gc_end = gc_pauses(metrics_url)
         except (httpx.HTTPError, ProcessLookupError, FileNotFoundError) as exc:
             tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
             print(f"scale: the operator stopped answering ({exc}); its log ends:\n{tail}")
@@ -696,9 +721,9 @@ def scale(queued: int, running: int, window: float, run_seconds: int, settle_cap
         f"operator start-up {startup:.1f} s); steady window {window:.0f} s, "
         f"{finished:.0f} runs finished, {depth:.0f} still queued"
     )
-    for label, (lag, renewals, rss, apiserver), (lag0, lag1) in (
-        ("start-up", sampler.figures(0, at_steady), (lag_start, lag_steady)),
-        ("steady", sampler.figures(at_steady, None), (lag_steady, lag_end)),
+    for label, (lag, renewals, rss, apiserver), (lag0, lag1), (gc0, gc1) in (
+        ("start-up", sampler.figures(0, at_steady), (lag_start, lag_steady), (gc_start, gc_steady)),
+        ("steady", sampler.figures(at_steady, None), (lag_steady, lag_end), (gc_steady, gc_end)),
     ):
         gaps = [b - a for a, b in itertools.pairwise(renewals)]
         missed = sum(1 for g in gaps if g > LEASE_DURATION_SECONDS)
@@ -712,6 +737,10 @@ def scale(queued: int, running: int, window: float, run_seconds: int, settle_cap
             f"(every {LEASE_RENEW_SECONDS:.0f} s nominal; {len(gaps)} renewals, {missed} missed, "
             f"holders {len(sampler.holders)}); RSS {max(rss, default=0.0):.1f} MiB; "
             f"apiserver /version p99 {pct(apiserver, 0.99):.1f} ms"
+        )
+        print(
+            f"  {'':10}garbage collections (agentrun_operator_gc_pause_seconds): "
+            + "; ".join(gc_summary(g, gc0[g], gc1[g]) for g in sorted(gc1))
         )
     print(f"  operator CPU            {cpu / window:.3f} s/s")
     print(

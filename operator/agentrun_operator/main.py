@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
 import signal
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -118,6 +120,7 @@ async def operate(settings: OperatorSettings) -> int:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.health_host)
     lag = asyncio.create_task(measure_loop_lag(), name="loop-lag")
+    gc.callbacks.append(GCPauseRecorder())
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -169,6 +172,21 @@ async def measure_loop_lag(interval: float = LOOP_LAG_INTERVAL_SECONDS) -> None:
         asked = loop.time() + interval
         await asyncio.sleep(interval)
         metrics.EVENT_LOOP_LAG.observe(max(0.0, loop.time() - asked))
+
+
+class GCPauseRecorder:
+    """A :data:`gc.callbacks` entry that observes each collection's pause in
+    :data:`metrics.GC_PAUSE` (by generation)."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            pause = time.perf_counter() - self.started
+            metrics.GC_PAUSE.labels(str(info.get("generation", "?"))).observe(pause)
 
 
 def client_timeouts(settings: OperatorSettings) -> ClientTimeouts:

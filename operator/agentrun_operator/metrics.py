@@ -56,3 +56,10 @@ EVENT_LOOP_LAG: Final = Histogram(
     "Lease is renewed and every watch read on this loop; lag near the renew deadline loses it.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5),
 )
+GC_PAUSE: Final = Histogram(
+    "agentrun_operator_gc_pause_seconds",
+    "How long each garbage collection stopped the process, by generation (a part of the "
+    "event-loop lag).",
+    ["generation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5),
+)

@@ -1,14 +1,16 @@
-"""The operator measures its own event-loop lag (agentrun_operator_event_loop_lag_seconds): a
-loop blocked for 200 ms shows as one observation of about 200 ms."""
+"""The operator measures its own event-loop lag (agentrun_operator_event_loop_lag_seconds: a
+loop blocked for 200 ms shows as one observation of about 200 ms) and its garbage collection
+pauses (agentrun_operator_gc_pause_seconds)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 
 from agentrun_operator import metrics
-from agentrun_operator.main import measure_loop_lag
+from agentrun_operator.main import GCPauseRecorder, measure_loop_lag
 
 
 def lag_samples() -> tuple[float, float]:
@@ -35,3 +37,21 @@ async def test_a_blocked_loop_is_observed_as_lag() -> None:
     count, total = lag_samples()
     assert count - count0 >= 3
     assert 0.15 <= total - sum0 < 1.0
+
+
+def test_gc_pauses_are_observed_by_generation() -> None:
+    def full_collections() -> float:
+        for family in metrics.GC_PAUSE.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_count") and sample.labels["generation"] == "2":
+                    return sample.value
+        return 0.0
+
+    before = full_collections()
+    recorder = GCPauseRecorder()
+    gc.callbacks.append(recorder)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(recorder)
+    assert full_collections() == before + 1
