@@ -34,7 +34,13 @@ from typing import Any
 
 import stamina
 from agentrun_contract import names, runner
-from agentrun_contract.resource import AgentRun, Phase, Reason, TranscriptState
+from agentrun_contract.resource import (
+    TERMINAL_PHASES,
+    AgentRun,
+    Phase,
+    Reason,
+    TranscriptState,
+)
 from agentrun_kube.errors import TRANSPORT_ERRORS, Conflict, KubeError, NotFound
 
 from agentrun_operator import metrics
@@ -62,6 +68,9 @@ Obj = dict[str, Any]
 RunKey = tuple[str, str]
 STARTUP_CONCURRENCY = 32
 """Run tasks in their first pass at once (see :attr:`RunContext.pending`)."""
+
+TERMINAL_PHASE_VALUES = frozenset(p.value for p in TERMINAL_PHASES)
+"""The terminal phases as a raw status says them."""
 
 RUNNER_REASONS = {
     Reason.AGENT_ERROR,
@@ -98,7 +107,7 @@ def is_active(body: Obj) -> bool:
     """Does this AgentRun need a task: non-terminal, or terminal with its transcript unfinished."""
     status = body.get("status") or {}
     phase = status.get("phase")
-    if phase not in {p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)}:
+    if phase not in TERMINAL_PHASE_VALUES:
         return True
     return not bool((status.get("transcript") or {}).get("complete"))
 
@@ -300,9 +309,7 @@ class RunContext:
         status = body.get("status") or {}
         if status.get("jobName") or (body.get("spec") or {}).get("cancelRequested"):
             return
-        if status.get("phase") in {
-            p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)
-        }:
+        if status.get("phase") in TERMINAL_PHASE_VALUES:
             return
         self.admission(key[0]).enqueue(key[1], admission_key(body))
 
