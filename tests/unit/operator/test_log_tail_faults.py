@@ -160,6 +160,18 @@ def reconciler(kube: FakeKube, store: RecordingStore | None = None) -> RunReconc
     return rec
 
 
+async def tail_finished_container(
+    kube: FakeKube, *, seconds: float = 10, ends_with_result: bool = False
+) -> RunReconciler:
+    """Tail the log of a container that had already ended when the tail opened it, to the
+    tail's end; returns the reconciler."""
+    rec = reconciler(kube)
+    rec.tail_pod_finished = True
+    rec.log_ends_with_result = ends_with_result
+    await asyncio.wait_for(rec.tail(POD), seconds)
+    return rec
+
+
 def messages(events: list[StreamEvent]) -> list[str]:
     return [str(e.data.get("message")) for e in events if e.event == "log"]
 
@@ -365,9 +377,7 @@ async def test_a_clean_but_short_end_of_a_finished_containers_log_is_read_again(
         [Stream([START, LOG1]), Stream([LOG1, LOG2, LOG3]), Stream(WHOLE_LOG)],
         pod_phases=["Succeeded"],
     )
-    rec = reconciler(kube)
-    rec.tail_pod_finished = True
-    await asyncio.wait_for(rec.tail(POD), 10)
+    rec = await tail_finished_container(kube)
     assert kube.opened == 3
     assert rec.folder is not None
     assert rec.folder.result() == "the answer"
@@ -377,9 +387,7 @@ async def test_a_finished_log_without_a_last_word_ends_once_a_read_brings_nothin
     # An agent killed before its last word: the tail still ends (no endless re-reading).
     partial = [START, LOG1, LOG2]
     kube = FakeKube([Stream(partial)], pod_phases=["Failed"])
-    rec = reconciler(kube)
-    rec.tail_pod_finished = True
-    await asyncio.wait_for(rec.tail(POD), 10)
+    rec = await tail_finished_container(kube)
     assert kube.opened == 2
     assert rec.folder is not None
     assert rec.folder.result() is None
@@ -423,9 +431,7 @@ async def test_a_succeeded_containers_log_is_read_until_its_result_even_past_an_
         [Stream([START, LOG1, LOG2, LOG3]), Stream([]), Stream(WHOLE_LOG)],
         pod_phases=["Succeeded"],
     )
-    rec = reconciler(kube)
-    rec.tail_pod_finished = True
-    await asyncio.wait_for(rec.tail(POD), 10)
+    rec = await tail_finished_container(kube)
     assert kube.opened == 3
     assert rec.folder is not None
     assert rec.folder.result() == "the answer"
@@ -436,8 +442,5 @@ async def test_a_succeeded_log_read_after_a_restart_ends_when_its_result_is_stor
     # stored: a re-read brings nothing new, and the stored result says the log is complete.
     kube = FakeKube([Stream([])], pod_phases=["Succeeded"])
     kube.results[RUN] = "the answer"
-    rec = reconciler(kube)
-    rec.tail_pod_finished = True
-    rec.log_ends_with_result = True
-    await asyncio.wait_for(rec.tail(POD), 5)
+    await tail_finished_container(kube, seconds=5, ends_with_result=True)
     assert kube.opened == 1
